@@ -1,0 +1,234 @@
+"""The client: one settings object, its exporter and its counters.
+
+A process normally has one client, the default, made by :func:`configure` (the Django app and
+the Flask extension call it for you). A Flask app configured with settings of its own gets a
+client of its own. Traces remember the client they were opened with, so a trace always exports
+with the settings it started under.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from . import events
+from .export.base import Exporter
+from .settings import Layer, Settings, build_settings
+from .spans import TraceRecord
+from .stats import Stats
+
+__all__ = ["Client", "configure", "flush", "get_client", "shutdown", "stats"]
+
+logger = logging.getLogger("posthog_llm_trace")
+
+_lock = threading.RLock()
+_default: Client | None = None
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+_warned_no_key = False
+
+# Lists that capture_events() is filling; while any exists, records are rendered into them
+# instead of being exported.
+_captures: list[list[dict[str, Any]]] = []
+
+
+class Client:
+    """Settings + exporter + stats. Thread-safe; the exporter starts on first use."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or build_settings()
+        self.stats = Stats()
+        self._exporter: Exporter | None = None
+        self._exporter_lock = threading.Lock()
+        self._closed = False
+        _clients.add(self)
+        _warn_if_disabled(self.settings)
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return f"<posthog_llm_trace.Client export={s.export!r} host={s.host!r}>"
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings.export_enabled and not self._closed
+
+    @property
+    def recording(self) -> bool:
+        """Whether traces opened now record their spans at all."""
+        return self.enabled or bool(_captures)
+
+    def render(self, record: TraceRecord) -> list[dict[str, Any]]:
+        return events.render(record, self.settings, self.stats)
+
+    def submit(self, record: TraceRecord) -> None:
+        """Hand a finished trace to the exporter. Never raises, never blocks on I/O."""
+        try:
+            if _captures:
+                rendered = self.render(record)
+                with _lock:
+                    for target in _captures:
+                        target.extend(rendered)
+                return
+            exporter = self._exporter or self._start_exporter()
+            if exporter is not None:
+                exporter.submit(record)
+        except Exception:  # pragma: no cover - exporters do not raise; belt and braces
+            logger.exception("posthog-llm-trace could not hand over a trace")
+
+    def _start_exporter(self) -> Exporter | None:
+        if not self.enabled:
+            return None
+        with self._exporter_lock:
+            if self._exporter is None:
+                self._exporter = make_exporter(self)
+            return self._exporter
+
+    @property
+    def exporter(self) -> Exporter | None:
+        """The exporter, started if it was not yet (None when export is disabled)."""
+        return self._exporter or self._start_exporter()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver what is pending within ``timeout`` seconds. True when nothing was left."""
+        exporter = self._exporter
+        return True if exporter is None else exporter.flush(timeout)
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush within ``timeout`` and stop exporting. Idempotent."""
+        self._closed = True
+        exporter = self._exporter
+        return True if exporter is None else exporter.shutdown(timeout)
+
+
+def make_exporter(client: Client) -> Exporter | None:
+    """The exporter that ``settings.export`` names."""
+    settings, stats = client.settings, client.stats
+    mode = settings.export
+    if mode in ("console", "file", "memory"):
+        from .export.sinks import JsonLinesSink, MemorySink
+
+        if mode == "memory":
+            return MemorySink(client.render, stats)
+        return JsonLinesSink(client.render, stats, None if mode == "console" else
+                             settings.export_file)
+    from .export.http import HttpTransport
+    from .messages import shrink_event
+
+    if mode == "celery":
+        from .export.celery import CeleryExporter
+
+        return CeleryExporter(client.render, settings, stats)
+    transport = HttpTransport(settings, stats, shrink=shrink_event)
+    if mode == "sync":
+        from .export.sync import SyncExporter
+
+        return SyncExporter(client.render, transport, settings, stats)
+    from .export.thread import BatchExporter
+
+    return BatchExporter(client.render, transport, settings, stats)
+
+
+def _warn_if_disabled(settings: Settings) -> None:
+    global _warned_no_key
+    if settings.export in ("thread", "sync", "celery") and not settings.api_key:
+        if not _warned_no_key:
+            _warned_no_key = True
+            logger.warning(
+                "posthog-llm-trace: no PostHog API key (set POSTHOG_API_KEY or the api_key "
+                "setting); LLM events are recorded but not exported."
+            )
+
+
+# --- the default client -----------------------------------------------------------------------
+
+
+def get_client() -> Client:
+    """The default client, configured from the environment on first use."""
+    global _default
+    client = _default
+    if client is None:
+        with _lock:
+            if _default is None:
+                _default = Client()
+            client = _default
+    return client
+
+
+def set_default_client(client: Client) -> Client:
+    """Make ``client`` the default; the previous one flushes briefly and stops."""
+    global _default
+    with _lock:
+        previous, _default = _default, client
+    if previous is not None and previous is not client:
+        previous.shutdown(timeout=1.0)
+    return client
+
+
+def configure(api_key: str | None = None, host: str | None = None, **settings: Any) -> Client:
+    """Configure the default client; returns it.
+
+    Sources, later wins: defaults, environment (``POSTHOG_API_KEY``, ``POSTHOG_HOST``,
+    ``POSTHOG_LLM_TRACE_*``), then these arguments. A wrong type or value raises
+    :class:`~posthog_llm_trace.ConfigurationError` naming the setting::
+
+        configure(api_key="phc_...", flush_at=50, privacy_mode=True)
+    """
+    if api_key is not None:
+        settings["api_key"] = api_key
+    if host is not None:
+        settings["host"] = host
+    return set_default_client(Client(build_settings(Layer(settings))))
+
+
+def _all_clients() -> list[Client]:
+    with _lock:
+        return list(_clients)
+
+
+def flush(timeout: float | None = 10.0) -> bool:
+    """Deliver what every client has pending, within ``timeout`` seconds in all."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    done = True
+    for client in _all_clients():
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        done = client.flush(left) and done
+    return done
+
+
+def shutdown(timeout: float | None = 10.0) -> bool:
+    """Flush and stop every client within ``timeout`` seconds in all."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    done = True
+    for client in _all_clients():
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        done = client.shutdown(left) and done
+    return done
+
+
+def stats() -> dict[str, int]:
+    """Delivery counters of this process, summed over its clients: ``queued``, ``sent``,
+    ``retried``, ``dropped`` and ``dropped_<reason>`` for each reason that occurred."""
+    total: dict[str, int] = {}
+    for client in _all_clients():
+        for key, value in client.stats.snapshot().items():
+            total[key] = total.get(key, 0) + value
+    for key in ("queued", "sent", "retried", "dropped"):
+        total.setdefault(key, 0)
+    return total
+
+
+@contextmanager
+def capturing() -> Iterator[list[dict[str, Any]]]:
+    """Render every finished trace into a list instead of exporting it (see ``testing``)."""
+    target: list[dict[str, Any]] = []
+    with _lock:
+        _captures.append(target)
+    try:
+        yield target
+    finally:
+        with _lock:
+            _captures.remove(target)

@@ -1,0 +1,301 @@
+"""Finished spans to PostHog events: pure functions, run off the caller's thread.
+
+=========================  ===========================================
+span                       event
+=========================  ===========================================
+the trace (root)           ``$ai_trace``, only if it recorded a span
+generation                 ``$ai_generation``
+embedding                  ``$ai_embedding``
+everything else            ``$ai_span`` (kind in ``$ai_span_type``)
+=========================  ===========================================
+
+Properties follow PostHog's schema (research/posthog.md §1): ``$ai_parent_id`` is the parent
+span's id or the trace id for top-level spans; ``$ai_latency`` is in seconds; the timestamp is
+the span's end; the event ``uuid`` is the span id (stable, so a retried event deduplicates);
+token counts the application did not give are omitted, not sent as 0; costs appear only when
+the application supplied them. Custom properties come first, so they can never overwrite a
+computed ``$ai_*`` key.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any
+
+from .messages import jsonable, normalize_messages, normalize_tools, shrink_event
+from .settings import Settings
+from .spans import UNSET, Embedding, ErrorInfo, Generation, Span, TraceRecord
+from .stats import Stats
+
+__all__ = ["LIB", "LIB_VERSION", "render"]
+
+logger = logging.getLogger("posthog_llm_trace")
+
+LIB = "posthog-llm-trace"
+try:
+    LIB_VERSION = metadata.version(LIB)
+except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+    LIB_VERSION = "0"
+
+_EVENT_NAMES = {"generation": "$ai_generation", "embedding": "$ai_embedding"}
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds as ISO-8601 UTC with milliseconds, the form PostHog's SDKs send."""
+    return (
+        _dt.datetime.fromtimestamp(ts, _dt.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def render(record: TraceRecord, settings: Settings, stats: Stats | None = None) -> list[dict[str, Any]]:
+    """All PostHog events of one trace record. Never raises: a span that cannot be rendered is
+    logged (without its content) and counted as ``invalid``."""
+    mapper = _Mapper(record, settings)
+    events: list[dict[str, Any]] = []
+    for span in record.spans:
+        try:
+            events.extend(mapper.span_events(span))
+        except Exception:
+            logger.exception("posthog-llm-trace could not render a %s span", span.kind)
+            if stats is not None:
+                stats.dropped("invalid")
+    if record.emit_trace_event:
+        try:
+            events.append(mapper.trace_event())
+        except Exception:
+            logger.exception("posthog-llm-trace could not render a trace")
+            if stats is not None:
+                stats.dropped("invalid")
+    return events
+
+
+class _Mapper:
+    def __init__(self, record: TraceRecord, settings: Settings) -> None:
+        self.record = record
+        self.settings = settings
+        self.limit = settings.max_event_bytes
+        default = settings.default_distinct_id
+        self.distinct_id = record.distinct_id or default
+        base: dict[str, Any] = {}
+        # Custom properties first: every key computed below overwrites a clash.
+        base.update(jsonable(record.properties, self.limit))
+        base["$ai_trace_id"] = record.trace_id
+        if record.session_id:
+            base["$ai_session_id"] = record.session_id
+        if record.replay_session_id:
+            base["$session_id"] = record.replay_session_id
+        if record.groups:
+            base["$groups"] = jsonable(record.groups, self.limit)
+        if self.distinct_id == default:
+            # One shared id for all anonymous traffic must never become one giant person.
+            base["$process_person_profile"] = False
+        base["$ai_lib"] = LIB
+        base["$ai_lib_version"] = LIB_VERSION
+        base["$lib"] = LIB
+        base["$lib_version"] = LIB_VERSION
+        self.base = base
+
+    # --- content ------------------------------------------------------------------------------
+
+    def content(self, value: Any, shape: Callable[[Any], Any] | None = None) -> Any:
+        """A content field: removed by privacy mode, shaped, then passed through ``mask``."""
+        if self.settings.privacy_mode:
+            return None
+        data = shape(value) if shape is not None else jsonable(value, self.limit)
+        mask = self.settings.mask
+        if mask is not None and data is not None:
+            try:
+                data = jsonable(mask(data), self.limit)
+            except Exception:
+                # Never send unmasked content because a mask failed.
+                logger.warning("posthog-llm-trace mask raised; the field is withheld")
+                data = "[withheld: mask failed]"
+        return data
+
+    def error(self, props: dict[str, Any], error: ErrorInfo | None) -> None:
+        if error is None:
+            return
+        props["$ai_is_error"] = True
+        props["$ai_error_type"] = error.type
+        if self.settings.privacy_mode:
+            # The message may quote the prompt: keep only what identifies the failure.
+            props["$ai_error"] = error.type + (f": {error.status}" if error.status else "")
+        else:
+            text = f"{error.type}: {error.message}" if error.message else error.type
+            props["$ai_error"] = self.content(text)
+
+    def event(self, name: str, props: dict[str, Any], uuid: str, ts: float) -> dict[str, Any]:
+        event = {
+            "event": name,
+            "distinct_id": self.distinct_id,
+            "properties": props,
+            "timestamp": iso(ts),
+            "uuid": uuid,
+        }
+        return shrink_event(event, self.limit) or _bare(event)
+
+    # --- events -------------------------------------------------------------------------------
+
+    def trace_event(self) -> dict[str, Any]:
+        record = self.record
+        props = dict(self.base)
+        props["$ai_span_name"] = record.name
+        props["$ai_trace_name"] = record.name  # older PostHog versions read this name
+        props["$ai_latency"] = record.latency
+        if record.input_state is not None:
+            props["$ai_input_state"] = self.content(record.input_state)
+        if record.output_state is not None:
+            props["$ai_output_state"] = self.content(record.output_state)
+        self.error(props, record.error)
+        return self.event("$ai_trace", props, record.trace_id, record.end)
+
+    def span_events(self, span: Span) -> list[dict[str, Any]]:
+        props = dict(self.base)
+        props.update(jsonable(span.properties, self.limit))
+        for key in list(props):  # custom $ai_* keys may not shadow the base ones
+            if key in self.base:
+                props[key] = self.base[key]
+        props["$ai_span_id"] = span.id
+        props["$ai_span_name"] = span.name
+        props["$ai_parent_id"] = span.parent_id or self.record.trace_id
+        props["$ai_latency"] = span.latency
+        events: list[dict[str, Any]] = []
+        if isinstance(span, Generation):
+            self.generation(span, props)
+            if self.settings.chunk_spans:
+                events.extend(self.chunk_events(span))
+        elif isinstance(span, Embedding):
+            self.embedding(span, props)
+        else:
+            props["$ai_span_type"] = span.kind
+            if span.input is not UNSET:
+                props["$ai_input_state"] = self.content(span.input)
+            if span.output is not UNSET:
+                props["$ai_output_state"] = self.content(span.output)
+        self.error(props, span.error)
+        name = _EVENT_NAMES.get(span.kind, "$ai_span")
+        events.insert(0, self.event(name, props, span.id, span.end_time))
+        return events
+
+    def generation(self, gen: Generation, props: dict[str, Any]) -> None:
+        props["$ai_model"] = gen.model or "unknown"
+        props["$ai_provider"] = (gen.provider or "unknown").lower()
+        if gen.input is not UNSET:
+            props["$ai_input"] = self.content(
+                gen.input, lambda v: normalize_messages(v, "user", self.limit))
+        output = gen.output if gen.output is not UNSET else gen.streamed_output()
+        if output is not None:
+            props["$ai_output_choices"] = self.content(
+                output, lambda v: normalize_messages(v, "assistant", self.limit))
+        self.usage(gen.usage, props)
+        if gen.model_parameters:
+            props["$ai_model_parameters"] = jsonable(gen.model_parameters, self.limit)
+        if gen.tools:
+            props["$ai_tools"] = normalize_tools(gen.tools, self.limit)
+        if gen.stop_reason:
+            props["$ai_stop_reason"] = gen.stop_reason
+        status = gen.http_status or (gen.error.status if gen.error else None)
+        if status is not None:
+            props["$ai_http_status"] = status
+        if gen.base_url:
+            props["$ai_base_url"] = gen.base_url
+        ttft = gen.time_to_first_token
+        streamed = bool(gen.stream) or ttft is not None
+        if streamed or gen.stream is False:
+            props["$ai_stream"] = streamed
+        if ttft is not None:
+            props["$ai_time_to_first_token"] = ttft
+        self.cost(gen.cost, props)
+
+    def embedding(self, emb: Embedding, props: dict[str, Any]) -> None:
+        props["$ai_model"] = emb.model or "unknown"
+        props["$ai_provider"] = (emb.provider or "unknown").lower()
+        if emb.input is not UNSET:
+            props["$ai_input"] = self.content(emb.input)
+        if "input_tokens" in emb.usage:
+            props["$ai_input_tokens"] = emb.usage["input_tokens"]
+        status = emb.http_status or (emb.error.status if emb.error else None)
+        if status is not None:
+            props["$ai_http_status"] = status
+        if emb.base_url:
+            props["$ai_base_url"] = emb.base_url
+        self.cost(emb.cost, props)
+
+    @staticmethod
+    def usage(usage: dict[str, Any], props: dict[str, Any]) -> None:
+        for key, prop in (
+            ("input_tokens", "$ai_input_tokens"),
+            ("output_tokens", "$ai_output_tokens"),
+            ("cache_read_input_tokens", "$ai_cache_read_input_tokens"),
+            ("cache_creation_input_tokens", "$ai_cache_creation_input_tokens"),
+            ("reasoning_tokens", "$ai_reasoning_tokens"),
+            ("web_search_count", "$ai_web_search_count"),
+        ):
+            if usage.get(key) is not None:
+                props[prop] = usage[key]
+        if "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage:
+            # Our input count is gross (cache included). Saying so explicitly stops PostHog
+            # from guessing "exclusive" for Claude models and double-billing the cache.
+            props["$ai_cache_reporting_exclusive"] = False
+
+    @staticmethod
+    def cost(cost: dict[str, float], props: dict[str, Any]) -> None:
+        if not cost:
+            return
+        if "input" in cost:
+            props["$ai_input_cost_usd"] = cost["input"]
+        if "output" in cost:
+            props["$ai_output_cost_usd"] = cost["output"]
+        if "total" in cost:
+            props["$ai_total_cost_usd"] = cost["total"]
+            if "input" not in cost or "output" not in cost:
+                # A total alone is only trusted by PostHog as a passthrough.
+                props["$ai_cost_passthrough"] = True
+        elif "input" in cost and "output" in cost:
+            props["$ai_total_cost_usd"] = cost["input"] + cost["output"]
+
+    def chunk_events(self, gen: Generation) -> list[dict[str, Any]]:
+        """One ``$ai_span`` of kind chunk per streamed segment, never one per token."""
+        events = []
+        for seq, (kind, start, start_perf, end, end_perf, parts, meta) in enumerate(
+            gen._segments
+        ):
+            chunk_id = f"{gen.id}-chunk-{seq}"
+            props = dict(self.base)
+            props.update({
+                "$ai_span_id": chunk_id,
+                "$ai_span_name": f"chunk: {kind}",
+                "$ai_parent_id": gen.id,
+                "$ai_span_type": "chunk",
+                "$ai_latency": max(0.0, end_perf - start_perf),
+                "chunk_type": kind,
+                "chunk_sequence_number": seq,
+            })
+            text = "".join(parts)
+            if kind == "tool_call":
+                output: Any = {"tool_call_id": meta[0], "tool_name": meta[1], "arguments": text}
+            else:
+                output = {"text": text}
+            props["$ai_output_state"] = self.content(output)
+            events.append(self.event("$ai_span", props, _chunk_uuid(gen.id, seq), end))
+        return events
+
+
+def _chunk_uuid(span_id: str, seq: int) -> str:
+    import uuid
+
+    return str(uuid.uuid5(uuid.NAMESPACE_OID, f"{span_id}/{seq}"))
+
+
+def _bare(event: dict[str, Any]) -> dict[str, Any]:
+    """Last resort for an event whose ids alone break the budget: keep only the linking keys."""
+    props = event["properties"]
+    keep = ("$ai_trace_id", "$ai_span_id", "$ai_parent_id", "$ai_span_name", "$ai_session_id")
+    event["properties"] = {k: props[k] for k in keep if k in props and len(str(props[k])) < 200}
+    event["properties"]["$ai_error"] = "[event over the size budget: content removed]"
+    return event

@@ -1,0 +1,629 @@
+"""The HTTP transport: PostHog's capture API as the server really behaves.
+
+:class:`HttpTransport` posts lists of PostHog events to ``{host}/batch/`` (or to the AI lane
+``/i/v0/ai/batch/``) and accounts for every event it is given, exactly once: either ``sent``, or
+dropped with a reason (``rejected``, ``too_large``, ``retries_exhausted``, ``invalid``, or the
+reason of an :meth:`~HttpTransport.abort`: ``shutdown`` / ``at_exit``).
+
+Wire behaviour (see ``research/posthog.md`` section 2):
+
+- Body ``{"api_key", "batch", "sent_at"}``; ``sent_at`` is stamped at send time on every attempt
+  because the server corrects clock skew with it. Each event is serialised once; a retry only
+  re-stamps ``sent_at`` (and, thanks to :meth:`zlib.Compress.copy`, does not gzip the batch again).
+- gzip with ``Content-Encoding: gzip`` when ``settings.gzip``. Level 3: on ~1 KB LLM events it
+  compresses within a few percent of level 6 at about twice the speed (see ``bench/``).
+- A request body stays under ~5 MiB of JSON (posthog-python's ``BATCH_SIZE_LIMIT``), far below the
+  server's 20 MB, so one slow request never holds a huge batch hostage.
+- Retries for network errors, 408, 429 and 5xx: ``min(2**n, 30)`` seconds with jitter, a
+  ``Retry-After`` header (seconds or HTTP date) honoured as a minimum and clamped to 30 s, at most
+  ``settings.max_retries`` retries, never past the caller's deadline.
+- Other 4xx are final (``rejected``). A 413 refuses the *whole* request, so the batch is split in
+  halves until the offending event is alone; that event is handed to ``shrink`` for a smaller
+  version and sent once more, and only then dropped as ``too_large``.
+- With ``settings.ai_endpoint``, ``$ai_*`` events go to ``/i/v0/ai/batch/`` (8 MiB per event) and
+  anything else to ``/batch/`` (the AI lane answers 400 to a whole request holding one non-AI
+  event). A 404 from the AI lane (self-hosted PostHog) switches that host to ``/batch/`` for the
+  rest of the process, logged once.
+
+Why the standard library's :mod:`http.client` and not posthog-python's ``Client`` or ``requests``:
+posthog-python's client drops events without counting them (queue full, oversized events, failed
+batches), cannot be given our deadlines (its retries and atexit budget are its own), and its queue
+and consumer thread would duplicate ours, so every event would be buffered twice. ``requests`` /
+``urllib3`` would add a dependency for a single POST and their retry layer would hide attempts from
+our accounting. :mod:`http.client` gives a persistent keep-alive connection per sender (reconnected
+after any error), socket timeouts we set from the deadline, and sockets we can shut down from
+another thread so that shutdown interrupts a request stuck on a hanging server. Proxies from the
+environment (``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``) are honoured as ``requests`` would.
+
+The API key only ever goes into request bodies: never into logs, reprs or exception messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import http.client
+import json
+import logging
+import os
+import random
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+import urllib.request
+import weakref
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from ..settings import Settings
+from ..stats import Stats
+from .base import Event
+
+__all__ = [
+    "AI_EVENTS",
+    "AI_PATH",
+    "BATCH_PATH",
+    "MAX_BODY_BYTES",
+    "HttpTransport",
+    "parse_retry_after",
+    "retry_budget",
+    "user_agent",
+]
+
+logger = logging.getLogger("posthog_llm_trace")
+
+BATCH_PATH = "/batch/"
+AI_PATH = "/i/v0/ai/batch/"
+#: The event names PostHog's AI lane accepts; any other name makes it refuse the whole request.
+AI_EVENTS = frozenset(
+    {"$ai_generation", "$ai_embedding", "$ai_span", "$ai_trace", "$ai_metric", "$ai_feedback"}
+)
+#: Largest request body we build, in bytes of JSON (before gzip).
+MAX_BODY_BYTES = 5 * 1024 * 1024
+#: The AI lane's per-event ceiling (``ai_max_event_bytes``), less room for the envelope.
+AI_MAX_EVENT_BYTES = 8 * 1024 * 1024 - 64 * 1024
+MAX_BACKOFF = 30.0
+GZIP_LEVEL = 3
+
+_RETRYABLE_STATUS = frozenset({408, 429})
+# Errors that mean a kept-alive connection was closed by the server while idle: the request never
+# reached the application, so it is resent at once on a fresh connection, not after a backoff.
+_STALE_CONNECTION_ERRORS = (
+    http.client.RemoteDisconnected,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    BrokenPipeError,
+)
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+# Hosts whose AI lane answered 404: they get /batch/ for the rest of the process.
+_AI_LANE_MISSING: set[str] = set()
+_AI_LANE_LOCK = threading.Lock()
+
+
+def user_agent() -> str:
+    """``posthog-llm-trace/<version>``, the User-Agent of every request."""
+    try:
+        from importlib.metadata import version
+
+        return f"posthog-llm-trace/{version('posthog-llm-trace')}"
+    except Exception:  # not installed (running from a checkout)
+        return "posthog-llm-trace/0"
+
+
+def retry_budget(settings: Settings) -> float:
+    """Seconds a batch may need when every allowed retry happens, each request taking its full
+    timeout: the natural deadline for callers that have none of their own."""
+    retries = settings.max_retries
+    backoff = sum(min(2.0**n, MAX_BACKOFF) * 1.25 for n in range(retries))
+    return backoff + (retries + 1) * settings.timeout
+
+
+def _utc_now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), 0 if absent or
+    malformed, clamped to ``MAX_BACKOFF``."""
+    if not value:
+        return 0.0
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return 0.0
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return 0.0
+    return min(max(seconds, 0.0), MAX_BACKOFF)
+
+
+@dataclass
+class _Outcome:
+    """What one HTTP attempt gave: a status, or a network error's class name."""
+
+    status: int | None
+    retry_after: str | None = None
+    error: str | None = None
+    snippet: str = ""
+    stale: bool = False
+
+
+class _Aborted(Exception):
+    """Internal: the transport was aborted while sending (shutdown, exit)."""
+
+
+class _Tally:
+    """Events of one ``send`` call not yet accounted for, so that a bug cannot lose any silently."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+
+class HttpTransport:
+    """Posts PostHog events to the capture API, with retries, splitting and exact accounting.
+
+    ``shrink(event, budget)`` (supplied by the core) returns a version of ``event`` whose JSON fits
+    in ``budget`` bytes, or None; it is used when the server refuses a single event as too large.
+
+    ``clock`` (a monotonic clock), ``sleep`` (``sleep(seconds)``; the default waits on an internal
+    :class:`threading.Event` so that :meth:`abort` cuts it short) and ``rand`` (jitter in [0, 1))
+    can be injected so that backoff is testable without real waiting.
+
+    Thread-safe: several threads may call :meth:`send` at once (the ``sync`` exporter does); each
+    takes its own keep-alive connection from a small pool.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        stats: Stats,
+        shrink: Callable[[Event, int], Event | None] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._settings = settings
+        self._stats = stats
+        self._shrink = shrink
+        self._clock = clock
+        self._sleep_fn = sleep
+        self._rand = rand
+        self._api_key = settings.api_key or ""
+        self._key_json = json.dumps(self._api_key)
+        self._user_agent = user_agent()
+
+        parts = urllib.parse.urlsplit(settings.host)
+        self._scheme = parts.scheme
+        self._hostname = parts.hostname or ""
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        # A self-hosted PostHog may sit under a path prefix (https://example.com/posthog).
+        self._prefix = parts.path.rstrip("/")
+        self._host_key = f"{self._scheme}://{self._hostname}:{self._port}{self._prefix}"
+        self._proxy = _proxy_for(self._scheme, self._hostname)
+
+        self._init_state()
+        _register_for_fork(self)
+
+    def _init_state(self) -> None:
+        # Everything here is per process: rebuilt from scratch in a forked child.
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._idle: list[http.client.HTTPConnection] = []
+        self._busy: set[http.client.HTTPConnection] = set()
+        self._stop = threading.Event()
+        self._abort_reason = "shutdown"
+
+    def __repr__(self) -> str:
+        return f"HttpTransport(host={self._settings.host!r}, ai_endpoint={self._use_ai_lane()})"
+
+    # --- public API
+
+    def send(self, events: Sequence[Event], deadline: float) -> bool:
+        """Deliver ``events``, retrying until ``deadline`` (a ``time.monotonic()`` value).
+
+        Returns True when every event was accepted by the server. Never raises: every event is
+        counted once, as ``sent`` or as a drop with its reason."""
+        if not events:
+            return True
+        tally = _Tally(len(events))
+        try:
+            if self._stop.is_set():
+                raise _Aborted
+            return self._send(events, deadline, tally)
+        except _Aborted:
+            self._drop(self._abort_reason, tally, tally.left, "")
+            return False
+        except Exception as exc:  # a bug of ours: count, never raise into the exporter
+            logger.error("posthog-llm-trace transport failed: %s", type(exc).__name__)
+            self._drop("invalid", tally, tally.left, f"internal error {type(exc).__name__}")
+            return False
+
+    def abort(self, reason: str = "shutdown") -> None:
+        """Stop sending now: cut any backoff short, interrupt requests in flight, and count the
+        events they held (and those of later :meth:`send` calls) as dropped for ``reason``."""
+        self._abort_reason = reason
+        self._stop.set()
+        with self._lock:
+            busy = list(self._busy)
+        for conn in busy:
+            sock = conn.sock
+            if sock is not None:
+                # shutdown() (not close()) wakes a thread blocked in recv() on this socket.
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        """Abort (reason ``shutdown``) and close the kept-alive connections."""
+        self.abort("shutdown")
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def retry_budget(self) -> float:
+        """Seconds a batch may need when every allowed retry happens (see :func:`retry_budget`)."""
+        return retry_budget(self._settings)
+
+    # --- sending
+
+    def _use_ai_lane(self) -> bool:
+        return self._settings.ai_endpoint and self._host_key not in _AI_LANE_MISSING
+
+    def _send(self, events: Sequence[Event], deadline: float, tally: _Tally) -> bool:
+        ai_lane = self._use_ai_lane()
+        ai: list[tuple[Event, str]] = []
+        plain: list[tuple[Event, str]] = []
+        for event in events:
+            try:
+                encoded = _ENCODER.encode(event)
+            except (TypeError, ValueError, RecursionError) as exc:
+                self._drop("invalid", tally, 1, f"not JSON-serialisable: {type(exc).__name__}")
+                continue
+            if ai_lane and event.get("event") in AI_EVENTS:
+                ai.append((event, encoded))
+            else:
+                plain.append((event, encoded))
+        ok = True
+        if ai:
+            ok = self._send_lane(ai, True, deadline, tally) and ok
+        if plain:
+            ok = self._send_lane(plain, False, deadline, tally) and ok
+        return ok and tally.left == 0
+
+    def _send_lane(
+        self, pairs: list[tuple[Event, str]], ai: bool, deadline: float, tally: _Tally
+    ) -> bool:
+        limit = max(self._settings.max_event_bytes, AI_MAX_EVENT_BYTES if ai else 0)
+        fitting: list[tuple[Event, str]] = []
+        ok = True
+        for event, encoded in pairs:
+            if len(encoded) > limit:
+                # Sending it would make the server refuse the whole request: shrink it first.
+                smaller = self._shrunk(event, limit)
+                if smaller is None:
+                    self._drop("too_large", tally, 1, f"event of {len(encoded)} bytes")
+                    ok = False
+                    continue
+                encoded = smaller
+            fitting.append((event, encoded))
+        for chunk in _chunks(fitting):
+            ok = self._deliver(chunk, ai, deadline, tally) and ok
+        return ok
+
+    def _shrunk(self, event: Event, budget: int) -> str | None:
+        """The JSON of a smaller version of ``event`` that fits ``budget``, or None."""
+        if self._shrink is None:
+            return None
+        try:
+            smaller = self._shrink(event, budget)
+            if smaller is None:
+                return None
+            encoded = _ENCODER.encode(smaller)
+        except Exception as exc:
+            logger.error("posthog-llm-trace shrink failed: %s", type(exc).__name__)
+            return None
+        return encoded if len(encoded) <= budget else None
+
+    def _deliver(
+        self,
+        chunk: list[tuple[Event, str]],
+        ai: bool,
+        deadline: float,
+        tally: _Tally,
+        shrunk: bool = False,
+    ) -> bool:
+        """Send one chunk with retries; split it on 413."""
+        n = len(chunk)
+        body = _Body([encoded for _, encoded in chunk], self._key_json, self._settings.gzip)
+        attempt = 0
+        reconnected = False
+        while True:
+            if self._stop.is_set():
+                raise _Aborted
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                self._drop("retries_exhausted", tally, n, "deadline reached before sending")
+                return False
+            lane_ai = ai and self._use_ai_lane()
+            path = self._prefix + (AI_PATH if lane_ai else BATCH_PATH)
+            outcome, reused = self._post(path, body.render(), min(self._settings.timeout, remaining))
+            status = outcome.status
+
+            if status is not None and 200 <= status < 300:
+                self._stats.add("sent", n)
+                tally.left -= n
+                return True
+            if self._stop.is_set():
+                raise _Aborted
+            if status == 404 and lane_ai:
+                self._ai_lane_missing()
+                continue  # same body, now to /batch/; not a retry
+            if status == 413:
+                return self._too_large(chunk, ai, deadline, tally, shrunk)
+            if outcome.stale and reused and not reconnected:
+                # A kept-alive connection the server had closed: resend at once, once.
+                reconnected = True
+                continue
+            retryable = status is None or status in _RETRYABLE_STATUS or status >= 500
+            what = f"HTTP {status}" if status is not None else f"network error {outcome.error}"
+            if not retryable:
+                detail = f"{what} from {self._settings.host}{path}"
+                if outcome.snippet:
+                    detail += f": {self._redact(outcome.snippet)}"
+                self._drop("rejected", tally, n, detail)
+                return False
+            if attempt >= self._settings.max_retries:
+                self._drop("retries_exhausted", tally, n, f"{what} after {attempt} retries")
+                return False
+            delay = self._backoff(attempt, outcome.retry_after)
+            if self._clock() + delay >= deadline:
+                self._drop("retries_exhausted", tally, n, f"{what}; no time left to retry")
+                return False
+            logger.debug(
+                "posthog-llm-trace: %s, retrying %d events in %.1f s", what, n, delay
+            )
+            self._stats.add("retried", n)
+            self._pause(delay)
+            attempt += 1
+
+    def _too_large(
+        self,
+        chunk: list[tuple[Event, str]],
+        ai: bool,
+        deadline: float,
+        tally: _Tally,
+        shrunk: bool,
+    ) -> bool:
+        if len(chunk) > 1:
+            # The server refused the whole request: find the culprit by halving.
+            half = len(chunk) // 2
+            first = self._deliver(chunk[:half], ai, deadline, tally)
+            second = self._deliver(chunk[half:], ai, deadline, tally)
+            return first and second
+        event, encoded = chunk[0]
+        if not shrunk:
+            smaller = self._shrunk(event, len(encoded) // 2)
+            if smaller is not None:
+                return self._deliver([(event, smaller)], ai, deadline, tally, shrunk=True)
+        self._drop("too_large", tally, 1, f"server refused an event of {len(encoded)} bytes")
+        return False
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> float:
+        base = min(2.0**attempt, MAX_BACKOFF)
+        # Jitter spreads the retries of many processes that failed together.
+        delay = min(base * (0.75 + 0.5 * self._rand()), MAX_BACKOFF)
+        return max(delay, parse_retry_after(retry_after))
+
+    def _pause(self, seconds: float) -> None:
+        if self._sleep_fn is not None:
+            self._sleep_fn(seconds)
+        else:
+            self._stop.wait(seconds)
+        if self._stop.is_set():
+            raise _Aborted
+
+    def _ai_lane_missing(self) -> None:
+        with _AI_LANE_LOCK:
+            first = self._host_key not in _AI_LANE_MISSING
+            _AI_LANE_MISSING.add(self._host_key)
+        if first:
+            logger.warning(
+                "posthog-llm-trace: %s has no AI endpoint (%s answered 404); "
+                "sending to %s instead from now on",
+                self._settings.host,
+                AI_PATH,
+                BATCH_PATH,
+            )
+
+    def _drop(self, reason: str, tally: _Tally, n: int, detail: str) -> None:
+        tally.left -= n
+        self._stats.dropped(reason, n, detail)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    # --- connections
+
+    def _post(self, path: str, body: bytes, timeout: float) -> tuple[_Outcome, bool]:
+        """One POST. Returns the outcome and whether a kept-alive connection was reused."""
+        conn, reused = self._acquire(timeout)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": self._user_agent,
+        }
+        if self._settings.gzip:
+            headers["Content-Encoding"] = "gzip"
+        if self._proxy is not None and self._scheme == "http":
+            target = f"http://{self._hostname}:{self._port}{path}"
+            if self._proxy.auth:
+                headers["Proxy-Authorization"] = self._proxy.auth
+        else:
+            target = path
+        try:
+            conn.request("POST", target, body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+            outcome = _Outcome(
+                response.status,
+                response.getheader("Retry-After"),
+                snippet=data[:300].decode("utf-8", "replace") if response.status >= 400 else "",
+            )
+        except (OSError, http.client.HTTPException) as exc:
+            self._discard(conn)
+            stale = isinstance(exc, _STALE_CONNECTION_ERRORS)
+            return _Outcome(None, error=type(exc).__name__, stale=stale), reused
+        self._release(conn)
+        return outcome, reused
+
+    def _acquire(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+        with self._lock:
+            if self._pid != os.getpid():  # forked without our hook having run
+                self._idle, self._busy, self._pid = [], set(), os.getpid()
+            conn = self._idle.pop() if self._idle else None
+            reused = conn is not None
+            if conn is None:
+                conn = self._connect(timeout)
+            self._busy.add(conn)
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        return conn, reused
+
+    def _release(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._busy.discard(conn)
+            if conn.sock is not None and len(self._idle) < 4 and not self._stop.is_set():
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def _discard(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._busy.discard(conn)
+        conn.close()
+
+    def _connect(self, timeout: float) -> http.client.HTTPConnection:
+        proxy = self._proxy
+        if self._scheme == "https":
+            context = ssl.create_default_context()
+            if proxy is None:
+                return http.client.HTTPSConnection(
+                    self._hostname, self._port, timeout=timeout, context=context
+                )
+            conn = http.client.HTTPSConnection(
+                proxy.host, proxy.port, timeout=timeout, context=context
+            )
+            headers = {"Proxy-Authorization": proxy.auth} if proxy.auth else None
+            conn.set_tunnel(self._hostname, self._port, headers=headers)
+            return conn
+        if proxy is None:
+            return http.client.HTTPConnection(self._hostname, self._port, timeout=timeout)
+        return http.client.HTTPConnection(proxy.host, proxy.port, timeout=timeout)
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's sockets are the parent's: never write to them (nor shut them down) here.
+        self._init_state()
+
+
+class _Body:
+    """A request body built once per chunk; each attempt only re-stamps ``sent_at``.
+
+    The part before ``sent_at`` is compressed once; :meth:`zlib.Compress.copy` lets every attempt
+    append its own ``sent_at`` to the same compressed prefix."""
+
+    __slots__ = ("_compressor", "_gzip", "_head", "_prefix")
+
+    def __init__(self, encoded: list[str], key_json: str, gzip: bool) -> None:
+        prefix = '{"api_key":' + key_json + ',"batch":[' + ",".join(encoded) + '],"sent_at":"'
+        self._gzip = gzip
+        if gzip:
+            self._compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+            self._head = self._compressor.compress(prefix.encode())
+            self._prefix = b""
+        else:
+            self._prefix = prefix.encode()
+
+    def render(self) -> bytes:
+        tail = (_utc_now_iso() + '"}').encode()
+        if not self._gzip:
+            return self._prefix + tail
+        compressor = self._compressor.copy()
+        return self._head + compressor.compress(tail) + compressor.flush()
+
+
+def _chunks(pairs: list[tuple[Event, str]]) -> list[list[tuple[Event, str]]]:
+    """Split into request-sized chunks: at most ``MAX_BODY_BYTES`` of JSON each (a single larger
+    event, possible on the AI lane, travels alone)."""
+    chunks: list[list[tuple[Event, str]]] = []
+    current: list[tuple[Event, str]] = []
+    size = 256  # the envelope: api_key, sent_at, brackets
+    for pair in pairs:
+        n = len(pair[1]) + 1
+        if current and size + n > MAX_BODY_BYTES:
+            chunks.append(current)
+            current, size = [], 256
+        current.append(pair)
+        size += n
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+@dataclass(frozen=True)
+class _Proxy:
+    host: str
+    port: int
+    auth: str | None
+
+
+def _proxy_for(scheme: str, hostname: str) -> _Proxy | None:
+    """The proxy from the environment for ``scheme://hostname``, as ``requests`` would pick it;
+    loopback is never proxied."""
+    if hostname in ("127.0.0.1", "localhost", "::1"):
+        return None
+    proxies = urllib.request.getproxies_environment()
+    url = proxies.get(scheme)
+    if not url or urllib.request.proxy_bypass(hostname):
+        return None
+    parts = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
+    if not parts.hostname:
+        return None
+    auth = None
+    if parts.username:
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    return _Proxy(parts.hostname, parts.port or 80, auth)
+
+
+# --- fork safety: one hook for every live transport, each held weakly.
+
+_LIVE: weakref.WeakSet[HttpTransport] = weakref.WeakSet()
+
+
+def _register_for_fork(transport: HttpTransport) -> None:
+    _LIVE.add(transport)
+
+
+def _reinit_all_after_fork() -> None:
+    for transport in list(_LIVE):
+        transport._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_all_after_fork)

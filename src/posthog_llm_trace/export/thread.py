@@ -1,0 +1,389 @@
+"""The background batching exporter (``export="thread"``, the default).
+
+The web request thread only appends the finished item to a queue; a daemon thread renders items
+into PostHog events, batches them and hands each batch to the transport. The shape follows
+Sentry's ``worker.py`` (a thread started lazily for the current pid, ``submit()`` that says whether
+it accepted, ``flush(timeout)`` that always returns, a sentinel to stop) and OpenTelemetry's
+batch processor (batches by size or age, drops counted, deadlines passed down to the exporter).
+
+Promises:
+
+- ``submit`` never blocks on I/O and never raises: a tiny critical section (two integer updates
+  and a deque append) keeps the bound exact across threads, and the worker is woken only when a
+  batch becomes ready or the queue stops being empty.
+- Memory is bounded: ``settings.max_queue_size`` counts every event the exporter holds, queued or
+  in the worker's hands, so a long outage cannot hold more than that. Past it, new items are
+  refused and counted as ``queue_full``.
+- ``flush(timeout)`` and ``shutdown(timeout)`` return within ``timeout`` whatever the server does;
+  at shutdown whatever could not go out in time is counted (``shutdown``), and a request stuck on
+  a hanging server is interrupted. An ``atexit`` hook does the same within
+  ``settings.shutdown_timeout`` and logs how many events were left (``at_exit``).
+- Fork-safe (gunicorn ``--preload``, Celery prefork): in a forked child every lock, the queue and
+  the thread are replaced by fresh ones, even if another thread of the parent held the lock at the
+  moment of the fork; the parent's pending events stay the parent's job and the child starts its
+  own thread on its first submit. A thread that died (it should not) is restarted the same way.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from typing import Any, Protocol
+
+from ..settings import Settings
+from ..stats import Stats
+from .base import Event, Render
+from .http import retry_budget
+
+__all__ = ["BatchExporter", "Transport"]
+
+logger = logging.getLogger("posthog_llm_trace")
+
+
+class Transport(Protocol):
+    """What the exporters need from a transport (:class:`~.http.HttpTransport` is one).
+
+    ``send`` accounts for every event it is given (``sent`` or a drop) and never raises. A
+    transport may also have ``abort(reason)``, to interrupt a send in progress."""
+
+    def send(self, events: list[Event], deadline: float) -> bool:
+        """Deliver ``events`` before ``deadline`` (``time.monotonic()``); True if all went out."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; later sends are dropped."""
+        ...
+
+
+class _Flush:
+    """A flush request travelling through the queue behind the items it waits for."""
+
+    __slots__ = ("done", "failures", "ok")
+
+    def __init__(self, failures: int) -> None:
+        self.done = threading.Event()
+        self.failures = failures
+        self.ok = False
+
+
+_STOP = object()  # the sentinel: the worker exits when it reaches it
+_CONTROL = -1  # the event count recorded with a control entry (_Flush or _STOP)
+
+
+class BatchExporter:
+    """Batches items on a background thread and sends them through ``transport``.
+
+    Construct one per process (the core does)::
+
+        transport = HttpTransport(settings, stats, shrink=shrink_event)
+        exporter = BatchExporter(render_item, transport, settings, stats)
+        exporter.submit(item)       # from any thread; False means dropped (and counted)
+        exporter.flush(2.0)         # e.g. at the end of a serverless request
+        exporter.shutdown(5.0)      # stops; later submits are counted as ``shutdown`` drops
+    """
+
+    def __init__(
+        self, render: Render, transport: Transport, settings: Settings, stats: Stats
+    ) -> None:
+        self._render = render
+        self._transport = transport
+        self._settings = settings
+        self._stats = stats
+        self._max = settings.max_queue_size
+        self._flush_at = settings.flush_at
+        self._interval = settings.flush_interval
+        self._closed = False
+        self._init_state()
+        _LIVE.add(self)
+
+    def _init_state(self) -> None:
+        # Per-process state; a forked child replaces all of it (see _after_fork_in_child).
+        self._lock = threading.Lock()  # guards the counters below and the deque's contents
+        self._start_lock = threading.Lock()  # guards starting the thread
+        self._wake = threading.Event()
+        # Entries are (item, event_count), or (control, _CONTROL).
+        self._queue: deque[tuple[Any, int]] = deque()
+        self._size = 0  # events held: queued or in the worker's hands (the bounded quantity)
+        self._queued = 0  # events still in the deque
+        self._controls = 0  # flush markers and the stop sentinel in the deque
+        self._first_at = 0.0  # when the oldest queued event arrived
+        self._failures = 0  # sends that did not fully succeed (for flush()'s answer)
+        self._thread: threading.Thread | None = None
+        self._thread_pid = 0  # pid the running thread belongs to; 0 when there is none
+
+    def __repr__(self) -> str:
+        return (
+            f"BatchExporter(pending={self._size}, max_queue_size={self._max}, "
+            f"transport={self._transport!r})"
+        )
+
+    # --- the request thread's side
+
+    def submit(self, item: Any) -> bool:
+        """Queue ``item`` for export. Cheap and never blocking; returns False (and counts the
+        drop as ``queue_full`` or ``shutdown``) when it was not accepted."""
+        try:
+            n = int(item.event_count)
+        except Exception:
+            self._stats.dropped("invalid", 1, "item without an event_count")
+            return False
+        if self._closed:
+            self._stats.dropped("shutdown", n, "submitted after shutdown")
+            return False
+        if self._thread_pid != os.getpid():  # first submit in this process, or the thread died
+            self._ensure_thread()
+        with self._lock:
+            size = self._size + n
+            if size > self._max:
+                accepted = False
+            else:
+                accepted = True
+                self._size = size
+                queued = self._queued
+                if queued == 0:
+                    self._first_at = time.monotonic()
+                self._queued = queued + n
+                self._queue.append((item, n))
+        if not accepted:
+            self._stats.dropped("queue_full", n, f"max_queue_size={self._max} reached")
+            return False
+        self._stats.add("queued", n)
+        # Wake the worker only when it has something new to do: start timing a partial batch,
+        # or send a full one. Otherwise it is asleep until the partial batch is due.
+        if queued == 0 or queued < self._flush_at <= queued + n:
+            self._wake.set()
+        return True
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Send everything submitted so far; return within ``timeout`` seconds (default
+        ``settings.shutdown_timeout``). True if it all went out in time."""
+        timeout = self._settings.shutdown_timeout if timeout is None else max(timeout, 0.0)
+        if self._size == 0:
+            return True
+        if self._closed or not self._ensure_thread():
+            return False
+        marker = _Flush(self._failures)
+        with self._lock:
+            self._queue.append((marker, _CONTROL))
+            self._controls += 1
+        self._wake.set()
+        return marker.done.wait(timeout) and marker.ok
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush within ``timeout`` (default ``settings.shutdown_timeout``) and stop. What is left
+        then is dropped and counted as ``shutdown``. True if everything went out."""
+        left, ok = self._close(timeout, "shutdown")
+        return ok and left == 0
+
+    # --- stopping
+
+    def _close(self, timeout: float | None, reason: str) -> tuple[int, bool]:
+        """Stop within ``timeout``. Returns how many events were left undelivered for want of
+        time (now counted as ``reason``), and whether every send during the stop succeeded."""
+        timeout = self._settings.shutdown_timeout if timeout is None else max(timeout, 0.0)
+        deadline = time.monotonic() + timeout
+        with self._start_lock:
+            if self._closed:
+                return 0, self._size == 0
+            self._closed = True
+            thread = self._thread if self._thread_pid == os.getpid() else None
+        failures = self._failures
+        left = 0
+        if thread is not None and thread.is_alive():
+            with self._lock:
+                self._queue.append((_STOP, _CONTROL))
+                self._controls += 1
+            self._wake.set()
+            # Keep a slice of the budget to interrupt a request stuck on the server and to let
+            # the worker count what it held.
+            grace = min(0.5, timeout * 0.2)
+            thread.join(max(deadline - grace - time.monotonic(), 0.0))
+            if thread.is_alive():
+                # Everything still held, queued or in flight, is now lost to the deadline; the
+                # worker (through the aborted transport) or the drain below counts each once.
+                left = self._size
+                abort = getattr(self._transport, "abort", None)
+                if abort is not None:
+                    abort(reason)
+                thread.join(max(deadline - time.monotonic(), 0.0))
+        elif self._queued:
+            # No worker (it died, or threads can no longer start at interpreter exit): send what
+            # is queued from this thread, within the same deadline.
+            self._export(self._take_all(), deadline)
+        leftover = self._take_all()
+        stranded = sum(n for _, n in leftover)
+        if stranded:
+            left = max(left, stranded)
+            with self._lock:
+                self._size -= stranded
+            self._stats.dropped(reason, stranded, f"{reason} budget of {timeout:.1f} s ran out")
+        try:
+            self._transport.close()
+        except Exception as exc:  # a transport must not break shutdown
+            logger.debug("posthog-llm-trace transport close failed: %s", type(exc).__name__)
+        return left, self._failures == failures and self._size == 0
+
+    def _exit_flush(self) -> None:
+        """The atexit hook's work: a bounded flush, and a log line if events were left."""
+        if self._closed:
+            return
+        budget = self._settings.shutdown_timeout
+        left, _ = self._close(budget, "at_exit")
+        if left > 0:
+            logger.warning(
+                "posthog-llm-trace: %d events were not delivered at exit "
+                "(shutdown_timeout=%.1f s ran out)",
+                left,
+                budget,
+            )
+
+    # --- the worker
+
+    def _ensure_thread(self) -> bool:
+        """Start the worker for this process if it is not running. False if it cannot start."""
+        pid = os.getpid()
+        with self._start_lock:
+            if self._thread_pid == pid and self._thread is not None:
+                return True
+            if self._closed:
+                return False
+            thread = threading.Thread(
+                target=self._run, name="posthog-llm-trace-export", daemon=True
+            )
+            self._thread, self._thread_pid = thread, pid
+            try:
+                thread.start()
+            except RuntimeError:  # "can't create new thread at interpreter shutdown"
+                self._thread, self._thread_pid = None, 0
+                return False
+            return True
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._wait_for_work()
+                entries, control = self._take()
+                if entries:
+                    self._export(entries, None)
+                if control is _STOP:
+                    return
+                if isinstance(control, _Flush):
+                    control.ok = self._failures == control.failures
+                    control.done.set()
+        except BaseException as exc:
+            # Never expected; the next submit (or flush) starts a new worker.
+            logger.error("posthog-llm-trace export thread stopped: %s", type(exc).__name__)
+        finally:
+            with self._start_lock:
+                if self._thread is threading.current_thread():
+                    self._thread, self._thread_pid = None, 0
+
+    def _wait_for_work(self) -> None:
+        while True:
+            # Clear before looking, so that a wake-up arriving after the look is not lost.
+            self._wake.clear()
+            with self._lock:
+                queued, controls, first_at = self._queued, self._controls, self._first_at
+            if controls or queued >= self._flush_at:
+                return
+            timeout = None
+            if queued:
+                timeout = first_at + self._interval - time.monotonic()
+                if timeout <= 0:
+                    return
+            self._wake.wait(timeout)
+
+    def _take(self) -> tuple[list[tuple[Any, int]], object]:
+        """Up to ``flush_at`` events' worth of items from the queue, stopping at a control."""
+        entries: list[tuple[Any, int]] = []
+        control: object = None
+        events = 0
+        with self._lock:
+            queue = self._queue
+            while queue:
+                entry = queue.popleft()
+                if entry[1] == _CONTROL:
+                    self._controls -= 1
+                    control = entry[0]
+                    break
+                entries.append(entry)
+                events += entry[1]
+                if events >= self._flush_at:
+                    break
+            self._queued -= events
+        return entries, control
+
+    def _take_all(self) -> list[tuple[Any, int]]:
+        with self._lock:
+            entries = [entry for entry in self._queue if entry[1] != _CONTROL]
+            self._queue.clear()
+            self._queued = 0
+            self._controls = 0
+        return entries
+
+    def _export(self, entries: list[tuple[Any, int]], deadline: float | None) -> None:
+        """Render and send ``entries``; every event ends up sent or counted as dropped."""
+        held = sum(n for _, n in entries)
+        events: list[Event] = []
+        sent_upto = 0  # events[:sent_upto] are accounted for by the transport
+        try:
+            for item, n in entries:
+                try:
+                    events.extend(self._render(item))
+                except Exception as exc:  # the core promises render never raises; count it
+                    self._stats.dropped("invalid", n, f"render failed: {type(exc).__name__}")
+            step = self._flush_at
+            for start in range(0, len(events), step):
+                batch = events[start : start + step]
+                until = deadline
+                if until is None:
+                    until = time.monotonic() + retry_budget(self._settings)
+                try:
+                    ok = self._transport.send(batch, until)
+                except Exception as exc:  # a transport must not kill the worker
+                    self._stats.dropped("invalid", len(batch), f"transport {type(exc).__name__}")
+                    ok = False
+                sent_upto = start + len(batch)
+                if not ok:
+                    self._failures += 1
+        except BaseException:
+            # The thread is dying (SystemExit, KeyboardInterrupt...): no event leaves uncounted.
+            self._stats.dropped("invalid", len(events) - sent_upto, "export thread stopped")
+            self._failures += 1
+            raise
+        finally:
+            with self._lock:
+                self._size -= held
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's locks may be held by a thread that does not exist here, its queue is the
+        # parent's to deliver, and its thread is gone: start from scratch.
+        self._init_state()
+
+
+# --- process-wide hooks, holding exporters weakly so that they can be garbage collected.
+
+_LIVE: weakref.WeakSet[BatchExporter] = weakref.WeakSet()
+
+
+def _reinit_all_after_fork() -> None:
+    for exporter in list(_LIVE):
+        exporter._after_fork_in_child()
+
+
+def _flush_all_at_exit() -> None:
+    for exporter in list(_LIVE):
+        try:
+            exporter._exit_flush()
+        except Exception as exc:  # never let an exporter break interpreter exit
+            logger.debug("posthog-llm-trace exit flush failed: %s", type(exc).__name__)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinit_all_after_fork)
+atexit.register(_flush_all_at_exit)

@@ -1,0 +1,409 @@
+"""Content handling: any Python value to JSON, prompts and completions to PostHog's message
+shape, tool definitions to OpenAI's function shape, and events to a size budget.
+
+Everything here is pure and total: whatever a user passes (bytes, datetimes, Decimals, sets,
+NaN, cyclic structures, invalid surrogates, objects with no JSON form, a 50 MB string), the
+result is valid JSON and no exception escapes.
+
+Message shape (research/posthog.md §1.8): a list of ``{"role", "content"}`` where content is a
+string or a list of parts ``{"type": "text", "text"}`` and, for tool calls,
+``{"type": "function", "id", "function": {"name", "arguments"}}`` -- the form PostHog's Tools tab
+extracts. A top-level ``tool_calls`` array is *not* recognised by PostHog, so it is converted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import decimal
+import enum
+import json
+import math
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "TRUNCATION_MARKER",
+    "jsonable",
+    "normalize_messages",
+    "normalize_tools",
+    "shrink_event",
+    "snapshot",
+]
+
+MAX_DEPTH = 32
+TRUNCATION_MARKER = "... [truncated {n} characters by posthog-llm-trace]"
+
+
+# --- capture time: cheap, so the caller's thread does not pay for serialisation ------------
+
+
+def snapshot(value: Any) -> Any:
+    """A shallow copy of containers, two levels deep, so that a message list that the
+    application appends to after the call (the usual chat loop) is recorded as it was."""
+    kind = type(value)
+    if kind is list:
+        return [dict(v) if type(v) is dict else v for v in value]
+    if kind is dict:
+        return {k: (v.copy() if type(v) in (list, dict) else v) for k, v in value.items()}
+    return value
+
+
+# --- export time ------------------------------------------------------------------------------
+
+
+def _clean_str(text: str, limit: int) -> str:
+    if len(text) > limit:
+        text = text[:limit] + TRUNCATION_MARKER.format(n=len(text) - limit)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates are valid in Python strings but rejected by JSON parsers.
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def jsonable(value: Any, limit: int = 1_000_000) -> Any:
+    """``value`` as plain JSON data (dict, list, str, int, float, bool, None).
+
+    Strings longer than ``limit`` characters are cut with a marker; cycles become
+    ``"[cycle]"``; objects with no JSON form become ``"<ClassName>"`` or their ``repr``.
+    """
+    try:
+        return _jsonable(value, limit, set(), 0)
+    except Exception:  # pragma: no cover - _jsonable guards each step; this is the last net
+        return f"<{type(value).__name__}>"
+
+
+def _jsonable(value: Any, limit: int, seen: set[int], depth: int) -> Any:
+    kind = type(value)
+    if kind is str:
+        return _clean_str(value, limit)
+    if value is None or kind is bool or kind is int:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else str(value)
+    if depth >= MAX_DEPTH:
+        return "[max depth]"
+    if isinstance(value, Mapping) or kind in (list, tuple, set, frozenset):
+        marker = id(value)
+        if marker in seen:
+            return "[cycle]"
+        seen.add(marker)
+        try:
+            if isinstance(value, Mapping):
+                return {
+                    (k if type(k) is str else _key(k, limit)): _jsonable(v, limit, seen, depth + 1)
+                    for k, v in list(value.items())
+                }
+            return [_jsonable(v, limit, seen, depth + 1) for v in list(value)]
+        finally:
+            seen.discard(marker)
+    return _jsonable_other(value, limit, seen, depth)
+
+
+def _key(key: Any, limit: int) -> str:
+    converted = _jsonable(key, limit, set(), MAX_DEPTH - 1)
+    return converted if isinstance(converted, str) else json.dumps(converted)
+
+
+def _jsonable_other(value: Any, limit: int, seen: set[int], depth: int) -> Any:
+    if isinstance(value, str):  # str subclasses
+        return _clean_str(str.__str__(value), limit)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return _jsonable(float(value), limit, seen, depth)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"[{len(value)} bytes]"
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return float(value) if value.is_finite() else str(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return _jsonable(value.value, limit, seen, depth + 1)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return _jsonable(list(value), limit, seen, depth)
+    marker = id(value)
+    if marker in seen:
+        return "[cycle]"
+    seen.add(marker)
+    try:
+        converted = _as_data(value)
+        if converted is not None:
+            return _jsonable(converted, limit, seen, depth + 1)
+    finally:
+        seen.discard(marker)
+    try:
+        return _clean_str(repr(value), min(limit, 2000))
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
+def _as_data(value: Any) -> Any:
+    """A dict for pydantic models, dataclasses and SDK objects; None when there is none."""
+    try:
+        if hasattr(value, "model_dump") and callable(value.model_dump):  # pydantic v2, SDKs
+            return value.model_dump(mode="json", exclude_none=True)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        if hasattr(value, "dict") and callable(value.dict) and hasattr(value, "__fields__"):
+            return value.dict()  # pydantic v1
+        if hasattr(value, "to_dict") and callable(value.to_dict):
+            return value.to_dict()
+    except Exception:
+        return None
+    return None
+
+
+# --- messages -----------------------------------------------------------------------------------
+
+
+def normalize_messages(value: Any, default_role: str, limit: int = 1_000_000) -> list[Any] | None:
+    """A prompt or completion as PostHog's message list, or None when there is nothing.
+
+    Accepts a plain string, an OpenAI chat message or list of them, Anthropic messages and
+    content blocks, ``{"messages": [...]}`` wrappers, OpenAI/Anthropic response objects,
+    pydantic models and dataclasses. Anything else becomes one message whose content is the
+    value's JSON text.
+    """
+    if value is None:
+        return None
+    data = jsonable(value, limit)
+    return _messages(data, default_role)
+
+
+def _messages(data: Any, role: str) -> list[Any]:
+    if isinstance(data, str):
+        return [{"role": role, "content": data}]
+    if isinstance(data, list):
+        if all(isinstance(m, str) for m in data):
+            return [{"role": role, "content": m} for m in data]
+        out: list[Any] = []
+        for item in data:
+            out.extend(_messages(item, role) if not _is_message(item) else [_message(item, role)])
+        return out
+    if isinstance(data, dict):
+        if isinstance(data.get("messages"), list):  # {"messages": [...]} wrappers
+            return _messages(data["messages"], role)
+        if isinstance(data.get("choices"), list):  # an OpenAI ChatCompletion
+            return [_message(c.get("message") or c.get("delta") or c, "assistant")
+                    for c in data["choices"] if isinstance(c, dict)]
+        if isinstance(data.get("output"), list) and data.get("object") == "response":
+            return _responses_output(data["output"])  # OpenAI Responses API
+        if _is_message(data):
+            return [_message(data, role)]
+        if "text" in data and isinstance(data["text"], str):  # AI-SDK style {"text", ...}
+            message: dict[str, Any] = {"role": role, "content": data["text"]}
+            calls = data.get("tool_calls") or data.get("toolCalls")
+            if isinstance(calls, list) and calls:
+                message["tool_calls"] = calls
+            return [_message(message, role)]
+        if data.get("type") in ("text", "tool_use", "function", "tool_result", "image"):
+            return [_message({"role": role, "content": [data]}, role)]
+    return [{"role": role, "content": json.dumps(data, ensure_ascii=False)}]
+
+
+def _is_message(item: Any) -> bool:
+    return isinstance(item, dict) and "role" in item and (
+        "content" in item or "tool_calls" in item or "parts" in item
+    )
+
+
+def _message(msg: dict[str, Any], default_role: str) -> dict[str, Any]:
+    out = {k: v for k, v in msg.items() if v is not None}
+    out["role"] = str(msg.get("role") or default_role)
+    content = msg.get("content")
+    if content is None and isinstance(msg.get("parts"), list):  # Gemini-style parts
+        content = [{"type": "text", "text": p["text"]} if isinstance(p, dict) and "text" in p
+                   else p for p in msg["parts"]]
+        out.pop("parts", None)
+    parts: list[Any] | None = None
+    if isinstance(content, list):
+        parts = [_part(p) for p in content]
+    calls = msg.get("tool_calls")
+    if isinstance(calls, list) and calls:
+        if parts is None:
+            parts = [{"type": "text", "text": content}] if content else []
+        parts.extend(_tool_call_part(c) for c in calls)
+        out.pop("tool_calls", None)
+    out["content"] = parts if parts is not None else ("" if content is None else content)
+    return out
+
+
+def _part(part: Any) -> Any:
+    if not isinstance(part, dict):
+        return {"type": "text", "text": part} if isinstance(part, str) else part
+    if part.get("type") == "tool_use":  # Anthropic tool call block
+        return {
+            "type": "function",
+            "id": part.get("id"),
+            "function": {"name": part.get("name"), "arguments": _arguments(part.get("input"))},
+        }
+    if part.get("type") in ("tool-call", "tool_call"):
+        return _tool_call_part(part)
+    return part
+
+
+def _tool_call_part(call: Any) -> dict[str, Any]:
+    if not isinstance(call, dict):
+        return {"type": "function", "function": {"name": str(call), "arguments": ""}}
+    fn = call.get("function") if isinstance(call.get("function"), dict) else {}
+    name = fn.get("name") or call.get("name") or call.get("toolName") or call.get("tool_name")
+    arguments = fn.get("arguments", call.get("arguments", call.get("args", call.get("input"))))
+    part: dict[str, Any] = {
+        "type": "function",
+        "function": {"name": name, "arguments": _arguments(arguments)},
+    }
+    call_id = call.get("id") or call.get("toolCallId") or call.get("tool_call_id")
+    if call_id is not None:
+        part["id"] = call_id
+    return part
+
+
+def _arguments(arguments: Any) -> str:
+    if arguments is None:
+        return ""
+    if isinstance(arguments, str):
+        return arguments
+    return json.dumps(arguments, ensure_ascii=False)
+
+
+def _responses_output(items: list[Any]) -> list[Any]:
+    parts: list[Any] = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "message":
+            for c in item.get("content") or []:
+                if isinstance(c, dict) and c.get("type") in ("output_text", "text"):
+                    parts.append({"type": "text", "text": c.get("text", "")})
+        elif item.get("type") == "function_call":
+            parts.append(_tool_call_part({"id": item.get("call_id"), "name": item.get("name"),
+                                          "arguments": item.get("arguments")}))
+    return [{"role": "assistant", "content": parts}]
+
+
+# --- tools ----------------------------------------------------------------------------------
+
+
+def normalize_tools(tools: Any, limit: int = 1_000_000) -> list[Any] | None:
+    """Tool definitions in OpenAI's function shape ``{"type": "function", "function": {...}}``.
+
+    Accepts OpenAI tool dicts, Anthropic tool dicts (``input_schema``), bare
+    ``{"name", "description", "parameters"}`` dicts and plain Python functions. Provider tools
+    of another type pass through unchanged.
+    """
+    if tools is None:
+        return None
+    if isinstance(tools, Mapping) and "type" not in tools and "name" not in tools:
+        tools = list(tools.values())  # {"name": definition} maps
+    if not isinstance(tools, (list, tuple)):
+        tools = [tools]
+    out: list[Any] = []
+    for tool in tools:
+        if callable(tool) and not isinstance(tool, Mapping):
+            out.append({"type": "function", "function": {
+                "name": getattr(tool, "__name__", type(tool).__name__),
+                "description": (getattr(tool, "__doc__", None) or "").strip(),
+            }})
+            continue
+        data = jsonable(tool, limit)
+        if isinstance(data, dict) and data.get("type") == "function" and "function" in data:
+            out.append(data)
+        elif isinstance(data, dict) and "name" in data and data.get("type") in (None, "function",
+                                                                               "custom"):
+            fn = {"name": data["name"]}
+            if data.get("description"):
+                fn["description"] = data["description"]
+            params = data.get("parameters", data.get("input_schema"))
+            if params is not None:
+                fn["parameters"] = params
+            out.append({"type": "function", "function": fn})
+        else:
+            out.append(data)
+    return out or None
+
+
+# --- size budget ----------------------------------------------------------------------------
+
+#: Properties shortened first when an event is over budget: the content, never the ids.
+CONTENT_KEYS = (
+    "$ai_input", "$ai_output_choices", "$ai_input_state", "$ai_output_state", "$ai_tools",
+    "$ai_error",
+)
+
+
+def json_size(event: Any) -> int:
+    return len(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def shrink_event(event: dict[str, Any], max_bytes: int) -> dict[str, Any] | None:
+    """``event`` cut to at most ``max_bytes`` of JSON by shortening its largest strings (content
+    first) with a marker. Returns None only if even the bare event is over budget."""
+    size = json_size(event)
+    if size <= max_bytes:
+        return event
+    props = event.get("properties")
+    if not isinstance(props, dict):
+        return None
+    for _ in range(64):
+        found = _largest_string(props)
+        if found is None:
+            break
+        container, key, text = found
+        over = size - max_bytes
+        marker = TRUNCATION_MARKER.format(n=len(text))
+        keep = len(text) - over - len(marker) - 16
+        if keep < 0 or len(text) < 2 * len(marker):
+            # Too short to shave: this field goes entirely; try the next.
+            keep = 0
+        container[key] = text[:keep] + TRUNCATION_MARKER.format(n=len(text) - keep)
+        if keep == 0 and len(text) < 256:
+            container[key] = "[truncated]"
+        size = json_size(event)
+        if size <= max_bytes:
+            return event
+    # Many small strings: replace whole properties, content first, then the largest custom ones.
+    order = [k for k in CONTENT_KEYS if k in props] + sorted(
+        (k for k in props if not k.startswith("$") and k not in CONTENT_KEYS),
+        key=lambda k: -json_size(props[k]),
+    )
+    for key in order:
+        props[key] = "[truncated: too large]"
+        size = json_size(event)
+        if size <= max_bytes:
+            return event
+    return None
+
+
+def _largest_string(props: dict[str, Any]) -> tuple[Any, Any, str] | None:
+    """The longest string leaf (at least 32 characters) of the shrinkable properties."""
+    best: tuple[Any, Any, str] | None = None
+    stack: list[Any] = [v for k, v in props.items() if _shrinkable(k)]
+    for k, v in props.items():
+        if _shrinkable(k) and isinstance(v, str) and len(v) >= 32:
+            if best is None or len(v) > len(best[2]):
+                best = (props, k, v)
+    while stack:
+        node = stack.pop()
+        items: Any = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(
+            node, list) else ()
+        for k, v in items:
+            if isinstance(v, str):
+                if len(v) >= 32 and (best is None or len(v) > len(best[2])):
+                    best = (node, k, v)
+            elif isinstance(v, (dict, list)):
+                stack.append(v)
+    return best
+
+
+def _shrinkable(key: str) -> bool:
+    return key in CONTENT_KEYS or not key.startswith("$")

@@ -1,0 +1,367 @@
+"""Settings: one frozen object, built from layered sources.
+
+Every setting is declared once, in :data:`SPECS`, with its default, its meaning and how a raw
+value is checked. The README's settings table is generated from that list
+(``python -m posthog_llm_trace settings-table``) and a test keeps the two in step.
+
+Sources, later wins: defaults, environment, framework settings (Django's ``POSTHOG_LLM_TRACE``
+dict, Flask's ``POSTHOG_LLM_TRACE_*`` config keys), explicit arguments. A wrong type or value
+raises :class:`ConfigurationError` naming the setting the way its source spells it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["SPECS", "ConfigurationError", "Layer", "Settings", "build_settings"]
+
+US_HOST = "https://us.i.posthog.com"
+EXPORT_MODES = ("thread", "celery", "sync", "console", "file", "memory", "off")
+
+
+class ConfigurationError(ValueError):
+    """A setting has a wrong type or value. The message names the setting."""
+
+
+# --- value checkers: take a raw value (possibly a string from the environment), return it typed.
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be a boolean")
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("must be a positive integer")
+    if isinstance(value, str):
+        value = value.strip()
+        if not value.isdigit():
+            raise ValueError("must be a positive integer")
+        value = int(value)
+    if not isinstance(value, int) or value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_int(value: Any) -> int:
+    if isinstance(value, str) and value.strip() == "0":
+        return 0
+    if value == 0 and not isinstance(value, bool):
+        return 0
+    return _positive_int(value)
+
+
+def _positive_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a positive number of seconds")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a positive number of seconds") from None
+    if not number > 0 or number == float("inf"):
+        raise ValueError("must be a positive number of seconds")
+    return number
+
+
+def _rate(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a number between 0 and 1")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a number between 0 and 1") from None
+    if not 0.0 <= number <= 1.0:
+        raise ValueError("must be a number between 0 and 1")
+    return number
+
+
+def _optional_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value.strip() or None
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value.strip()
+
+
+def _host(value: Any) -> str:
+    host = _str(value).rstrip("/")
+    if not host.startswith(("http://", "https://")):
+        raise ValueError("must be a URL starting with http:// or https://")
+    # PostHog's app hosts do not ingest; map them to the ingestion hosts as posthog-python does.
+    return {
+        "https://app.posthog.com": US_HOST,
+        "https://us.posthog.com": US_HOST,
+        "https://eu.posthog.com": "https://eu.i.posthog.com",
+    }.get(host, host)
+
+
+def _export(value: Any) -> str:
+    mode = _str(value).lower()
+    if mode not in EXPORT_MODES:
+        raise ValueError("must be one of " + ", ".join(repr(m) for m in EXPORT_MODES))
+    return mode
+
+
+def _callable(value: Any) -> Callable[..., Any] | None:
+    """A callable, or a dotted path to one (``"myapp.tracing.resolve_user"``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        module_name, _, attr = value.strip().rpartition(".")
+        if not module_name:
+            raise ValueError("must be a callable or a dotted path such as 'myapp.hooks.fn'")
+        try:
+            value = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"could not import {value!r}: {exc}") from None
+    if not callable(value):
+        raise ValueError("must be a callable or a dotted path to one")
+    return value  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One setting: its Python name, default, checker, and a sentence for the README."""
+
+    name: str
+    default: Any
+    check: Callable[[Any], Any]
+    doc: str
+    env: str | None = None
+    shown_default: str | None = None
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec("api_key", None, _optional_str,
+         "Project API key (`phc_...`). Missing: export is disabled with one warning; "
+         "recording still works.", env="POSTHOG_API_KEY", shown_default="env `POSTHOG_API_KEY`"),
+    Spec("host", US_HOST, _host,
+         "PostHog ingestion host; EU (`https://eu.i.posthog.com`) and self-hosted URLs work "
+         "the same way.", env="POSTHOG_HOST",
+         shown_default="env `POSTHOG_HOST`, else `https://us.i.posthog.com`"),
+    Spec("flush_at", None, _positive_int,
+         "Events per batch sent to PostHog.", shown_default="20 (serverless: 10)"),
+    Spec("flush_interval", None, _positive_float,
+         "Longest wait in seconds before a partial batch is sent.",
+         shown_default="10 (serverless: 2)"),
+    Spec("serverless", False, _bool,
+         "Smaller, faster batches and a bounded flush at the end of every request."),
+    Spec("default_distinct_id", "anonymous", _str,
+         "distinct_id when no user is known; such events also carry "
+         "`$process_person_profile: false`."),
+    Spec("privacy_mode", False, _bool,
+         "No prompt, completion, tool input/output or trace state leaves the process; "
+         "errors are reduced to their type and status."),
+    Spec("export", "thread", _export,
+         "`thread` (background batching), `celery` (a worker posts batches), `sync` "
+         "(inline, bounded), `console` / `file` (JSON lines for development), `memory` "
+         "(tests), `off`."),
+    Spec("export_file", "posthog-llm-trace.jsonl", _str,
+         "Path the `file` export appends JSON lines to (replay them with "
+         "`python -m posthog_llm_trace replay FILE`)."),
+    Spec("max_queue_size", 10_000, _positive_int,
+         "Events held in memory for export; past it new events are dropped and counted."),
+    Spec("sample_rate", 1.0, _rate,
+         "Share of traces exported, decided once at the root and carried into Celery tasks."),
+    Spec("mask", None, _callable,
+         "Callable applied to every content field (input, output, state, error) before export; "
+         "a callable or a dotted path."),
+    Spec("chunk_spans", False, _bool,
+         "Export each streamed segment (text, reasoning, tool call) as a `chunk` `$ai_span` "
+         "under its generation."),
+    Spec("ai_endpoint", False, _bool,
+         "Send to PostHog's AI lane `/i/v0/ai/batch/` (8 MiB per event); falls back to "
+         "`/batch/` when the host answers 404."),
+    Spec("max_event_bytes", 900_000, _positive_int,
+         "Per-event size budget: larger content fields are truncated with a marker, "
+         "the event is never dropped for size."),
+    Spec("gzip", True, _bool, "Compress request bodies with gzip."),
+    Spec("timeout", 10.0, _positive_float, "HTTP timeout in seconds for one request."),
+    Spec("max_retries", 5, _non_negative_int,
+         "Retries of a failed batch (network error, 408, 429, 5xx) with exponential backoff "
+         "and jitter, honouring `Retry-After`."),
+    Spec("shutdown_timeout", 5.0, _positive_float,
+         "Budget in seconds of the flush at interpreter exit (and at Celery worker exit)."),
+    Spec("celery_queue", None, _optional_str,
+         "Queue the `celery` export task is routed to (default: Celery's default queue)."),
+    Spec("request_filter", None, _callable,
+         "Callable `(request) -> bool`; a request for which it returns False is not traced."),
+    Spec("distinct_id_resolver", None, _callable,
+         "Callable `(request) -> str | None` that returns the distinct_id for a request "
+         "(default: the authenticated user's primary key)."),
+    Spec("distinct_id_header", False, _bool,
+         "Trust `X-POSTHOG-DISTINCT-ID` from the client. Off by default: a header is not "
+         "authentication."),
+    Spec("session_replay_header", True, _bool,
+         "Copy the browser's `X-POSTHOG-SESSION-ID` header into `$session_id` to link replays."),
+)
+
+_BY_NAME = {spec.name: spec for spec in SPECS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved settings. Immutable: build a new one to change anything."""
+
+    api_key: str | None = None
+    host: str = US_HOST
+    flush_at: int = 20
+    flush_interval: float = 10.0
+    serverless: bool = False
+    default_distinct_id: str = "anonymous"
+    privacy_mode: bool = False
+    export: str = "thread"
+    export_file: str = "posthog-llm-trace.jsonl"
+    max_queue_size: int = 10_000
+    sample_rate: float = 1.0
+    mask: Callable[[Any], Any] | None = None
+    chunk_spans: bool = False
+    ai_endpoint: bool = False
+    max_event_bytes: int = 900_000
+    gzip: bool = True
+    timeout: float = 10.0
+    max_retries: int = 5
+    shutdown_timeout: float = 5.0
+    celery_queue: str | None = None
+    request_filter: Callable[[Any], Any] | None = None
+    distinct_id_resolver: Callable[[Any], Any] | None = None
+    distinct_id_header: bool = False
+    session_replay_header: bool = True
+
+    def __repr__(self) -> str:
+        # The API key is a credential: never in reprs, logs or exceptions.
+        shown = ", ".join(
+            f"{f.name}={'***' if f.name == 'api_key' and self.api_key else getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+        )
+        return f"Settings({shown})"
+
+    @property
+    def export_enabled(self) -> bool:
+        """True when events leave the process (a key is set, or a local sink is chosen)."""
+        if self.export in ("console", "file", "memory"):
+            return True
+        return self.export != "off" and bool(self.api_key)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One source of raw values and how that source spells a setting's name in messages."""
+
+    values: Mapping[str, Any]
+    spell: Callable[[str], str] = str
+    strict: bool = True  # unknown keys are an error (False for the environment)
+
+
+def env_layer(environ: Mapping[str, str] | None = None) -> Layer:
+    """Settings from the environment: ``POSTHOG_API_KEY``, ``POSTHOG_HOST`` and
+    ``POSTHOG_LLM_TRACE_<NAME>`` for every other scalar setting."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for spec in SPECS:
+        if spec.env and environ.get(spec.env):
+            values[spec.name] = environ[spec.env]
+        key = "POSTHOG_LLM_TRACE_" + spec.name.upper()
+        if key in environ:
+            values[spec.name] = environ[key]
+
+    def spell(name: str) -> str:
+        spec = _BY_NAME[name]
+        if spec.env and name in values and environ.get(spec.env) == values[name]:
+            return spec.env
+        return "POSTHOG_LLM_TRACE_" + name.upper()
+
+    return Layer(values, spell, strict=False)
+
+
+def build_settings(*layers: Layer, environ: Mapping[str, str] | None = None) -> Settings:
+    """Resolve defaults < environment < ``layers`` (in order) into a :class:`Settings`."""
+    resolved: dict[str, Any] = {}
+    for layer in (env_layer(environ), *layers):
+        for key, raw in layer.values.items():
+            spec = _BY_NAME.get(key)
+            if spec is None:
+                if layer.strict:
+                    raise ConfigurationError(_unknown(layer.spell(key), key))
+                continue
+            try:
+                resolved[key] = spec.check(raw)
+            except ValueError as exc:
+                shown = "***" if key == "api_key" else repr(raw)
+                raise ConfigurationError(f"{layer.spell(key)} {exc}, got {shown}") from None
+    serverless = resolved.get("serverless", False)
+    # serverless changes only the defaults: explicit values win, each on its own.
+    resolved.setdefault("flush_at", 10 if serverless else 20)
+    resolved.setdefault("flush_interval", 2.0 if serverless else 10.0)
+    for spec in SPECS:
+        resolved.setdefault(spec.name, spec.default)
+    return Settings(**resolved)
+
+
+def _unknown(spelled: str, key: str) -> str:
+    close = difflib.get_close_matches(key, list(_BY_NAME), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{spelled} is not a posthog-llm-trace setting{hint}"
+
+
+def from_mapping_upper(values: Mapping[str, Any], spelled_as: str) -> Layer:
+    """A layer from a dict with upper-case keys (Django's ``POSTHOG_LLM_TRACE = {...}``)."""
+    return Layer(
+        {str(k).lower(): v for k, v in values.items()},
+        lambda name: f"{spelled_as}[{name.upper()!r}]",
+    )
+
+
+def from_prefixed(config: Mapping[str, Any], prefix: str = "POSTHOG_LLM_TRACE_") -> Layer:
+    """A layer from flat prefixed keys (Flask's ``app.config``), plus ``POSTHOG_API_KEY`` and
+    ``POSTHOG_HOST`` as they are."""
+    values: dict[str, Any] = {}
+    for key, value in config.items():
+        if key.startswith(prefix):
+            values[key[len(prefix):].lower()] = value
+    for spec in SPECS:
+        if spec.env and spec.env in config:
+            values[spec.name] = config[spec.env]
+
+    def spell(name: str) -> str:
+        spec = _BY_NAME.get(name)
+        if spec and spec.env and spec.env in config and (prefix + name.upper()) not in config:
+            return spec.env
+        return prefix + name.upper()
+
+    return Layer(values, spell)
+
+
+def settings_table(specs: Iterable[Spec] = SPECS) -> str:
+    """The README's settings table, in Markdown."""
+    rows = [
+        "| setting | Django key | Flask key | default | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for spec in specs:
+        default = spec.shown_default or (
+            "none" if spec.default is None else f"`{spec.default!r}`".replace("'", '"')
+        )
+        flask_key = spec.env if spec.env else "POSTHOG_LLM_TRACE_" + spec.name.upper()
+        rows.append(
+            f"| `{spec.name}` | `{spec.name.upper()}` | `{flask_key}` | {default} | {spec.doc} |"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,809 @@
+"""The trace model: a :class:`Trace` (one per request, task or ``trace(...)`` block) holding
+:class:`Span` objects (generations, embeddings, tools and other steps).
+
+Recording is cheap by design: a span keeps references to what it was given (containers are
+copied two levels deep so later mutation does not leak in) and two clock readings. Nothing is
+serialised here. When the trace ends, its finished spans are handed to the trace's client as one
+:class:`TraceRecord`; the mapping to PostHog events happens later, off the caller's thread.
+
+Spans know nothing of HTTP, Django, Flask or Celery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from . import context
+from .messages import snapshot
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from .client import Client
+
+__all__ = [
+    "KINDS",
+    "Embedding",
+    "ErrorInfo",
+    "Generation",
+    "Span",
+    "Trace",
+    "TraceRecord",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Span kinds. ``generation`` becomes ``$ai_generation``, ``embedding`` ``$ai_embedding``, every
+#: other kind an ``$ai_span`` with the kind in ``$ai_span_type``.
+KINDS = (
+    "generation", "embedding", "tool", "agent", "workflow", "step", "chunk", "retrieval", "span",
+)
+
+#: A trace hands its spans over early once this many have finished, so that a long-running
+#: trace (a worker loop, an agent with thousands of steps) never holds them all in memory.
+SPANS_PER_HANDOVER = 500
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """What is kept of an exception: its type, message and HTTP status, not the object itself
+    (a traceback would keep every frame of the request alive until export)."""
+
+    type: str
+    message: str
+    status: int | None = None
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        if isinstance(exc, asyncio.CancelledError):
+            return cls("CancelledError", "cancelled")
+        status = _status_of(exc)
+        try:
+            message = str(exc)
+        except Exception:
+            message = ""
+        return cls(type(exc).__name__, message, status)
+
+    @classmethod
+    def coerce(cls, error: BaseException | ErrorInfo | str) -> ErrorInfo:
+        if isinstance(error, ErrorInfo):
+            return error
+        if isinstance(error, BaseException):
+            return cls.from_exception(error)
+        return cls("Error", str(error))
+
+
+def _status_of(exc: BaseException) -> int | None:
+    for candidate in (
+        getattr(exc, "status_code", None),
+        getattr(getattr(exc, "response", None), "status_code", None),
+        getattr(exc, "status", None),
+        getattr(exc, "code", None),
+    ):
+        if isinstance(candidate, int) and not isinstance(candidate, bool) and (
+            100 <= candidate <= 599
+        ):
+            return candidate
+    return None
+
+
+@dataclass(slots=True)
+class TraceRecord:
+    """A finished trace (or an early part of one), as handed to the delivery layer."""
+
+    trace_id: str
+    name: str
+    distinct_id: str | None
+    session_id: str | None
+    replay_session_id: str | None
+    properties: dict[str, Any]
+    groups: dict[str, Any]
+    start: float
+    end: float
+    latency: float
+    input_state: Any
+    output_state: Any
+    error: ErrorInfo | None
+    emit_trace_event: bool
+    spans: list[Span] = field(default_factory=list)
+
+    @property
+    def event_count(self) -> int:
+        return len(self.spans) + (1 if self.emit_trace_event else 0) + sum(
+            len(s._segments) for s in self.spans if isinstance(s, Generation)
+        )
+
+
+UNSET: Any = object()
+
+
+class _Timed:
+    """Clock readings shared by traces and spans: wall time for timestamps, a monotonic
+    counter for latency (both follow freezegun in tests)."""
+
+    __slots__ = ("_end_perf", "_start_perf", "end_time", "start_time")
+
+    def __init__(self) -> None:
+        self.start_time = 0.0
+        self.end_time = 0.0
+        self._start_perf = 0.0
+        self._end_perf = 0.0
+
+    def _stamp_start(self) -> None:
+        self.start_time = time.time()
+        self._start_perf = time.perf_counter()
+
+    def _stamp_end(self) -> None:
+        self.end_time = time.time()
+        self._end_perf = time.perf_counter()
+
+    @property
+    def latency(self) -> float:
+        """Seconds between start and end (so far, when not ended)."""
+        end = self._end_perf or time.perf_counter()
+        return max(0.0, end - self._start_perf)
+
+
+class Trace(_Timed):
+    """One trace: the root of a request, a Celery task or a ``trace(...)`` block.
+
+    Becomes a ``$ai_trace`` event when it ends, if at least one span was recorded in it.
+    ``distinct_id``, ``session_id``, ``properties`` and ``groups`` can be changed at any time
+    before the end; identity set by the application wins over what a framework adapter
+    resolves.
+    """
+
+    __slots__ = (
+        "_distinct_explicit", "_distinct_id", "_ended", "_had_children", "_lock",
+        "_session_explicit", "_session_id", "_spans", "_token", "_token_previous", "client",
+        "emit_trace_event", "error", "groups", "id", "implicit", "input_state", "name",
+        "output_state", "parent_id", "properties", "recording", "replay_session_id", "sampled",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        distinct_id: str | None = None,
+        session_id: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        groups: Mapping[str, Any] | None = None,
+        input: Any = None,
+        client: Client | None = None,
+        trace_id: str | None = None,
+        parent_id: str | None = None,
+        sampled: bool | None = None,
+        emit_trace_event: bool = True,
+        implicit: bool = False,
+    ) -> None:
+        super().__init__()
+        from .client import get_client
+
+        self.client = client or get_client()
+        self.id = trace_id or _new_id()
+        self.name = name
+        self._distinct_id = None if distinct_id is None else str(distinct_id)
+        self._session_id = None if session_id is None else str(session_id)
+        self._distinct_explicit = distinct_id is not None
+        self._session_explicit = session_id is not None
+        self.replay_session_id: str | None = None
+        self.properties: dict[str, Any] = dict(properties or {})
+        self.groups: dict[str, Any] = dict(groups or {})
+        self.input_state = snapshot(input)
+        self.output_state: Any = None
+        self.error: ErrorInfo | None = None
+        #: The span this trace continues (a Celery task started from a request's span).
+        self.parent_id = parent_id
+        rate = self.client.settings.sample_rate
+        self.sampled = sampled if sampled is not None else (rate >= 1.0 or random.random() < rate)
+        self.recording = self.sampled and self.client.recording
+        self.emit_trace_event = emit_trace_event
+        self.implicit = implicit
+        self._spans: list[Span] = []
+        self._had_children = False
+        self._ended = False
+        self._lock = threading.Lock()
+        self._token: Any = None
+        self._token_previous: Any = None
+        self._stamp_start()
+
+    # Identity the application sets wins over what an adapter resolves at the end (bind()).
+    @property
+    def distinct_id(self) -> str | None:
+        """PostHog's ``distinct_id`` for every event of this trace."""
+        return self._distinct_id
+
+    @distinct_id.setter
+    def distinct_id(self, value: Any) -> None:
+        self._distinct_id = None if value is None else str(value)
+        self._distinct_explicit = True
+
+    @property
+    def session_id(self) -> str | None:
+        """``$ai_session_id``: groups traces into a conversation or session."""
+        return self._session_id
+
+    @session_id.setter
+    def session_id(self, value: Any) -> None:
+        self._session_id = None if value is None else str(value)
+        self._session_explicit = True
+
+    def __repr__(self) -> str:
+        return f"<Trace {self.name!r} id={self.id}>"
+
+    @property
+    def trace(self) -> Trace:
+        return self
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    # --- the application's API -------------------------------------------------------------
+
+    def set_input(self, value: Any) -> None:
+        """The whole trace's input, sent as ``$ai_input_state``."""
+        self.input_state = snapshot(value)
+
+    def set_output(self, value: Any) -> None:
+        """The whole trace's output, sent as ``$ai_output_state``."""
+        self.output_state = snapshot(value)
+
+    def set_property(self, key: str, value: Any) -> None:
+        """A custom property on every event of this trace."""
+        self.properties[key] = value
+
+    def set_error(self, error: BaseException | ErrorInfo | str) -> None:
+        """Mark the trace as failed (``$ai_is_error``, ``$ai_error``)."""
+        self.error = ErrorInfo.coerce(error)
+
+    def bind(self, *, distinct_id: str | None = None, session_id: str | None = None) -> None:
+        """Identity resolved by a framework adapter. Values the application set win."""
+        if distinct_id is not None and not self._distinct_explicit:
+            self._distinct_id = str(distinct_id)
+        if session_id is not None and not self._session_explicit:
+            self._session_id = str(session_id)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def __enter__(self) -> Trace:
+        self._token_previous = context.current_node()
+        self._token = context.activate(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None:
+            self.set_error(exc)
+        if self._token is not None:
+            context.restore(self._token, self._token_previous)
+            self._token = None
+        self.end()
+
+    async def __aenter__(self) -> Trace:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def _add(self, span: Span) -> None:
+        """Called by a span when it ends."""
+        if self._ended:
+            # A span that outlived its trace (a thread still running after the response):
+            # export it on its own so nothing is lost.
+            self.client.submit(self._record([span], emit=False))
+            return
+        with self._lock:
+            self._spans.append(span)
+            if len(self._spans) < SPANS_PER_HANDOVER:
+                return
+            spans, self._spans = self._spans, []
+            self._had_children = True
+        self.client.submit(self._record(spans, emit=False))
+
+    def end(self) -> None:
+        """Finish the trace and hand its spans to the exporter. Idempotent."""
+        if self._ended:
+            return
+        self._stamp_end()
+        with self._lock:
+            self._ended = True
+            spans, self._spans = self._spans, []
+        if not self.recording or not (spans or self._had_children):
+            return  # a request that recorded nothing sends nothing
+        self.client.submit(self._record(spans, emit=self.emit_trace_event))
+
+    def _record(self, spans: list[Span], *, emit: bool) -> TraceRecord:
+        return TraceRecord(
+            trace_id=self.id,
+            name=self.name,
+            distinct_id=self.distinct_id,
+            session_id=self.session_id,
+            replay_session_id=self.replay_session_id,
+            properties=dict(self.properties),
+            groups=dict(self.groups),
+            start=self.start_time,
+            end=self.end_time or time.time(),
+            latency=self.latency,
+            input_state=self.input_state,
+            output_state=self.output_state,
+            error=self.error,
+            emit_trace_event=emit,
+            spans=spans,
+        )
+
+
+class Span(_Timed):
+    """A unit of work inside a trace: a tool call, a retrieval, an agent step...
+
+    Use it as a context manager (sync or async) or as a decorator; ``start()`` / ``end()`` work
+    too. An exception leaving the block marks the span as failed and propagates unchanged.
+    Created outside any trace, a span opens an implicit trace of its own.
+    """
+
+    __slots__ = (
+        "_implicit", "_previous", "_token", "error", "id", "input", "kind", "name", "output",
+        "parent_id", "properties", "trace",
+    )
+
+    default_kind = "span"
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        kind: str | None = None,
+        input: Any = UNSET,
+        properties: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        kind = kind or self.default_kind
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        self.kind = kind
+        self.name = name or kind
+        self.input: Any = UNSET if input is UNSET else snapshot(input)
+        self.output: Any = UNSET
+        self.properties: dict[str, Any] = dict(properties) if properties else {}
+        self.error: ErrorInfo | None = None
+        self.id = ""
+        self.parent_id = ""
+        self.trace: Trace = cast("Trace", None)
+        self._implicit: Trace | None = None
+        self._token: Any = None
+        self._previous: Any = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} id={self.id or '(not started)'}>"
+
+    # --- the application's API -------------------------------------------------------------
+
+    def set_input(self, value: Any) -> None:
+        self.input = snapshot(value)
+
+    def set_output(self, value: Any) -> None:
+        self.output = snapshot(value)
+
+    def set_property(self, key: str, value: Any) -> None:
+        """A custom property on this span's event. It cannot overwrite a computed ``$ai_*``."""
+        self.properties[key] = value
+
+    def set_properties(self, values: Mapping[str, Any]) -> None:
+        self.properties.update(values)
+
+    def set_error(self, error: BaseException | ErrorInfo | str) -> None:
+        """Mark the span as failed without raising."""
+        self.error = ErrorInfo.coerce(error)
+
+    @property
+    def trace_id(self) -> str:
+        return self.trace.id if self.trace is not None else ""
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> Span:
+        """Open the span under the current span or trace (or an implicit trace)."""
+        parent = context.current_node()
+        if parent is None or parent.trace.ended:
+            self._implicit = Trace(self.name, implicit=True)
+            parent = self._implicit
+        self.trace = parent.trace
+        self.parent_id = parent.id
+        self.id = _new_id()
+        self._stamp_start()
+        return self
+
+    def end(self, error: BaseException | ErrorInfo | str | None = None) -> None:
+        """Finish the span. Idempotent."""
+        if self._end_perf or self.trace is None:
+            return
+        if error is not None:
+            self.set_error(error)
+        self._stamp_end()
+        self._finish()
+        trace = self.trace
+        if trace.recording:
+            trace._add(self)
+        if self._implicit is not None:
+            self._implicit.end()
+
+    def _finish(self) -> None:
+        """Hook for subclasses: last chance to settle state before the span is handed over."""
+
+    def __enter__(self) -> Span:
+        self.start()
+        self._previous = context.current_node()
+        self._token = context.activate(self)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            context.restore(self._token, self._previous)
+            self._token = None
+        self.end(exc)
+
+    async def __aenter__(self) -> Span:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # --- decorator -----------------------------------------------------------------------------
+
+    def _copy(self) -> Span:
+        """A fresh, unstarted span with this one's settings (one per decorated call)."""
+        clone = object.__new__(type(self))
+        _Timed.__init__(clone)
+        for cls in type(self).__mro__:
+            for slot in getattr(cls, "__slots__", ()):
+                if slot not in _Timed.__slots__ and hasattr(self, slot):
+                    value = getattr(self, slot)
+                    if isinstance(value, (dict, list)):
+                        value = value.copy()
+                    object.__setattr__(clone, slot, value)
+        return clone
+
+    def _record_call(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
+        if self.input is UNSET:
+            self.input = _call_arguments(fn, args, kwargs)
+
+    def _record_result(self, result: Any) -> None:
+        if self.output is UNSET:
+            self.output = snapshot(result)
+
+    def __call__(self, fn: F) -> F:
+        """Decorate ``fn``: each call runs in a new span whose input is the call's arguments and
+        whose output is the return value."""
+        if self.name == self.kind:
+            self.name = getattr(fn, "__name__", self.kind)
+        template = self
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                span = template._copy()
+                span._record_call(fn, args, kwargs)
+                with span:
+                    result = await fn(*args, **kwargs)
+                    span._record_result(result)
+                    return result
+
+            return cast("F", async_wrapper)
+
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                span = template._copy()
+                span._record_call(fn, args, kwargs)
+                with span:
+                    return (yield from fn(*args, **kwargs))
+
+            return cast("F", gen_wrapper)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            span = template._copy()
+            span._record_call(fn, args, kwargs)
+            with span:
+                result = fn(*args, **kwargs)
+                span._record_result(result)
+                return result
+
+        return cast("F", wrapper)
+
+
+def _call_arguments(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    try:
+        bound = inspect.signature(fn).bind_partial(*args, **kwargs)
+    except (TypeError, ValueError):
+        return {"args": list(args), "kwargs": dict(kwargs)} if kwargs else list(args)
+    arguments = dict(bound.arguments)
+    first = next(iter(arguments), None)
+    if first in ("self", "cls"):
+        arguments.pop(first)
+    return arguments
+
+
+class Generation(Span):
+    """One LLM call: ``$ai_generation``. Record usage, streaming chunks, stop reason and, only
+    when the application knows them, real costs."""
+
+    __slots__ = (
+        "_first_token_perf", "_segments", "base_url", "cost", "http_status", "model",
+        "model_parameters", "provider", "stop_reason", "stream", "tools", "usage",
+    )
+
+    default_kind = "generation"
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        model: str | None = None,
+        provider: str | None = None,
+        input: Any = UNSET,
+        model_parameters: Mapping[str, Any] | None = None,
+        tools: Any = None,
+        base_url: str | None = None,
+        stream: bool | None = None,
+        properties: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(name, input=input, properties=properties)
+        self.model = model
+        self.provider = provider
+        self.model_parameters = dict(model_parameters) if model_parameters else None
+        self.tools = tools
+        self.base_url = base_url
+        self.stream = stream
+        self.usage: dict[str, Any] = {}
+        self.cost: dict[str, float] = {}
+        self.stop_reason: str | None = None
+        self.http_status: int | None = None
+        self._first_token_perf = 0.0
+        #: Streamed segments: [kind, start_wall, start_perf, end_wall, end_perf, parts, meta]
+        self._segments: list[list[Any]] = []
+
+    def set_model(self, model: str, provider: str | None = None) -> None:
+        self.model = model
+        if provider is not None:
+            self.provider = provider
+
+    def set_output(self, value: Any, *, stop_reason: str | None = None) -> None:
+        """The completion: a string, a message, a list of messages or a provider response
+        (tool calls included)."""
+        self.output = snapshot(value)
+        if stop_reason is not None:
+            self.stop_reason = stop_reason
+
+    def set_stop_reason(self, reason: str) -> None:
+        self.stop_reason = reason
+
+    def set_http_status(self, status: int) -> None:
+        self.http_status = status
+
+    def set_usage(
+        self,
+        usage: Any = None,
+        *,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        cache_read_input_tokens: int | None = None,
+        cache_creation_input_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+        web_search_count: int | None = None,
+    ) -> None:
+        """Token counts. ``input_tokens`` is gross (cache reads and writes included), the way
+        OpenAI reports it. Pass a provider's usage object (OpenAI Chat or Responses, Anthropic)
+        as ``usage`` to have it read for you. Counts you do not know: leave them out."""
+        if usage is not None:
+            self.usage.update(_usage_from(usage))
+        for key, value in (
+            ("input_tokens", input_tokens),
+            ("output_tokens", output_tokens),
+            ("cache_read_input_tokens", cache_read_input_tokens),
+            ("cache_creation_input_tokens", cache_creation_input_tokens),
+            ("reasoning_tokens", reasoning_tokens),
+            ("web_search_count", web_search_count),
+        ):
+            if value is not None:
+                self.usage[key] = value
+
+    def set_cost(
+        self,
+        *,
+        input_usd: float | None = None,
+        output_usd: float | None = None,
+        total_usd: float | None = None,
+    ) -> None:
+        """Real costs, when the application knows them (a gateway's bill). Otherwise PostHog
+        prices the generation from model, provider and tokens."""
+        for key, value in (("input", input_usd), ("output", output_usd), ("total", total_usd)):
+            if value is not None:
+                self.cost[key] = value
+
+    def chunk(
+        self,
+        delta: str = "",
+        *,
+        kind: str = "text",
+        tool_call_id: str | None = None,
+        tool_name: str | None = None,
+    ) -> None:
+        """One streamed piece. The first sets the time to first token; text pieces add up to
+        the output unless ``set_output`` is called. ``kind`` is ``text``, ``reasoning`` or
+        ``tool_call`` (``delta`` then being a piece of the call's JSON arguments)."""
+        now = time.perf_counter()
+        if not self._first_token_perf:
+            self._first_token_perf = now
+        segments = self._segments
+        last = segments[-1] if segments else None
+        if (
+            last is None
+            or last[0] != kind
+            or (kind == "tool_call" and tool_call_id is not None and last[6][0] != tool_call_id)
+        ):
+            wall = time.time()
+            segments.append([kind, wall, now, wall, now, [delta], [tool_call_id, tool_name]])
+            return
+        last[5].append(delta)
+        last[4] = now
+        if tool_name and not last[6][1]:
+            last[6][1] = tool_name
+
+    def _finish(self) -> None:
+        if self._segments:
+            wall_now, perf_now = self.end_time, self._end_perf
+            for segment in self._segments:
+                # Wall time of a segment's end, from the monotonic reading, so that chunk spans
+                # carry timestamps consistent with their latency.
+                segment[3] = wall_now - (perf_now - segment[4])
+
+    def _record_result(self, result: Any) -> None:
+        super()._record_result(result)
+        usage = getattr(result, "usage", None) if not isinstance(result, dict) else result.get(
+            "usage")
+        if usage is not None and not self.usage:
+            self.usage.update(_usage_from(usage))
+        if self.model is None:
+            model = getattr(result, "model", None) if not isinstance(result, dict) else (
+                result.get("model"))
+            if isinstance(model, str):
+                self.model = model
+
+    @property
+    def time_to_first_token(self) -> float | None:
+        if not self._first_token_perf:
+            return None
+        return max(0.0, self._first_token_perf - self._start_perf)
+
+    def streamed_output(self) -> dict[str, Any] | None:
+        """The assistant message built from text and tool-call chunks."""
+        text = "".join("".join(s[5]) for s in self._segments if s[0] == "text")
+        calls = [
+            {"id": s[6][0], "function": {"name": s[6][1], "arguments": "".join(s[5])}}
+            for s in self._segments
+            if s[0] == "tool_call"
+        ]
+        if not text and not calls:
+            return None
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if calls:
+            message["tool_calls"] = calls
+        return message
+
+
+def _usage_from(usage: Any) -> dict[str, int]:
+    """Token counts from an OpenAI (Chat or Responses) or Anthropic usage object or dict."""
+
+    def get(obj: Any, key: str) -> Any:
+        return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+
+    def num(value: Any) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    out: dict[str, int] = {}
+    prompt = num(get(usage, "prompt_tokens"))
+    if prompt is not None:  # OpenAI Chat Completions: gross prompt tokens
+        out["input_tokens"] = prompt
+        completion = num(get(usage, "completion_tokens"))
+        if completion is not None:
+            out["output_tokens"] = completion
+        cached = num(get(get(usage, "prompt_tokens_details") or {}, "cached_tokens"))
+        reasoning = num(get(get(usage, "completion_tokens_details") or {}, "reasoning_tokens"))
+    else:
+        inp, outp = num(get(usage, "input_tokens")), num(get(usage, "output_tokens"))
+        read = num(get(usage, "cache_read_input_tokens"))
+        write = num(get(usage, "cache_creation_input_tokens"))
+        if read is not None or write is not None:
+            # Anthropic reports input tokens *excluding* the cache; make them gross.
+            if inp is not None:
+                out["input_tokens"] = inp + (read or 0) + (write or 0)
+            if read is not None:
+                out["cache_read_input_tokens"] = read
+            if write is not None:
+                out["cache_creation_input_tokens"] = write
+        elif inp is not None:
+            out["input_tokens"] = inp
+        if outp is not None:
+            out["output_tokens"] = outp
+        cached = num(get(get(usage, "input_tokens_details") or {}, "cached_tokens"))
+        reasoning = num(get(get(usage, "output_tokens_details") or {}, "reasoning_tokens"))
+    if cached is not None and "cache_read_input_tokens" not in out:
+        out["cache_read_input_tokens"] = cached
+    if reasoning is not None:
+        out["reasoning_tokens"] = reasoning
+    return out
+
+
+class Embedding(Span):
+    """One embedding call: ``$ai_embedding``."""
+
+    __slots__ = ("base_url", "cost", "http_status", "model", "provider", "usage")
+
+    default_kind = "embedding"
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        model: str | None = None,
+        provider: str | None = None,
+        input: Any = UNSET,
+        base_url: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(name, input=input, properties=properties)
+        self.model = model
+        self.provider = provider
+        self.base_url = base_url
+        self.usage: dict[str, Any] = {}
+        self.cost: dict[str, float] = {}
+        self.http_status: int | None = None
+
+    def set_usage(self, usage: Any = None, *, input_tokens: int | None = None) -> None:
+        if usage is not None:
+            self.usage.update(_usage_from(usage))
+        if input_tokens is not None:
+            self.usage["input_tokens"] = input_tokens
+
+    def set_cost(self, *, input_usd: float | None = None, total_usd: float | None = None) -> None:
+        if input_usd is not None:
+            self.cost["input"] = input_usd
+        if total_usd is not None:
+            self.cost["total"] = total_usd
+
+    def set_http_status(self, status: int) -> None:
+        self.http_status = status

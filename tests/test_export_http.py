@@ -1,0 +1,505 @@
+"""HttpTransport against a real loopback capture server that behaves like PostHog's."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+from capture_server import CaptureServer, make_items, render_simple
+
+from posthog_llm_trace.export import http as http_module
+from posthog_llm_trace.export.http import HttpTransport, parse_retry_after
+from posthog_llm_trace.settings import Settings
+from posthog_llm_trace.stats import Stats
+
+SettingsFor = Callable[..., Settings]
+
+
+def events_of(n: int, payload: str = "hello", name: str = "$ai_generation") -> list[dict[str, Any]]:
+    events = [e for item in make_items(n, payload=payload) for e in render_simple(item)]
+    for event in events:
+        event["event"] = name
+    return events
+
+
+class FakeTime:
+    """An injected clock whose sleep advances it instantly, recording every pause."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture(autouse=True)
+def _forget_ai_lane_fallbacks() -> Iterator[None]:
+    # The 404 fallback is process-wide by design; a reused port must not inherit it.
+    http_module._AI_LANE_MISSING.clear()
+    yield
+    http_module._AI_LANE_MISSING.clear()
+
+
+def far() -> float:
+    return time.monotonic() + 30
+
+
+def test_posts_a_posthog_batch_with_gzip(capture_server: CaptureServer, settings_for: SettingsFor):
+    stats = Stats()
+    transport = HttpTransport(settings_for(capture_server), stats)
+    events = events_of(3)
+    before = datetime.now(timezone.utc)
+
+    assert transport.send(events, far()) is True
+
+    [request] = capture_server.requests
+    assert request.path == "/batch/"
+    assert request.status == 200
+    assert request.api_key == "phc_test"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["content-encoding"] == "gzip"
+    assert request.gzip_magic, "Content-Encoding says gzip: the body must really be gzip"
+    assert request.headers["user-agent"].startswith("posthog-llm-trace/")
+    assert request.sent_at is not None
+    sent_at = datetime.fromisoformat(request.sent_at.replace("Z", "+00:00"))
+    assert sent_at.tzinfo is not None
+    assert before - timedelta(seconds=1) <= sent_at <= datetime.now(timezone.utc)
+    assert capture_server.events == events
+    assert stats.snapshot()["sent"] == 3
+
+
+def test_plain_json_when_gzip_is_off(capture_server: CaptureServer, settings_for: SettingsFor):
+    transport = HttpTransport(settings_for(capture_server, gzip=False), Stats())
+    assert transport.send(events_of(2), far())
+    [request] = capture_server.requests
+    assert "content-encoding" not in request.headers
+    assert not request.gzip_magic
+
+
+def test_keeps_one_connection_alive(capture_server: CaptureServer, settings_for: SettingsFor):
+    transport = HttpTransport(settings_for(capture_server), Stats())
+    for _ in range(5):
+        assert transport.send(events_of(1), far())
+    # One kept-alive connection served all five requests.
+    assert capture_server.connections_opened == 1
+
+
+def test_reconnects_when_the_server_closed_an_idle_connection(
+    capture_server: CaptureServer, settings_for: SettingsFor
+):
+    stats = Stats()
+    transport = HttpTransport(settings_for(capture_server), stats)
+    assert transport.send(events_of(1), far())
+    capture_server.disconnect_all()
+    assert transport.send(events_of(1), far())
+    # Resent at once on a fresh connection: not a retry, and no backoff.
+    assert stats.snapshot()["retried"] == 0
+    assert capture_server.event_count == 2
+
+
+def test_sent_at_is_restamped_on_every_attempt(
+    capture_server: CaptureServer, settings_for: SettingsFor
+):
+    capture_server.fail(503, times=1)
+    pauses: list[float] = []
+
+    def short_real_sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        time.sleep(0.02)  # long enough for a different millisecond in sent_at
+
+    transport = HttpTransport(settings_for(capture_server), Stats(), sleep=short_real_sleep)
+    assert transport.send(events_of(2), far())
+    failed, accepted = capture_server.requests
+    assert failed.status == 503 and accepted.status == 200
+    assert accepted.sent_at is not None
+    sent_at = datetime.fromisoformat(accepted.sent_at.replace("Z", "+00:00"))
+    assert abs((datetime.now(timezone.utc) - sent_at).total_seconds()) < 5
+    assert len(pauses) == 1
+
+
+def test_backoff_is_exponential_and_bounded_by_max_retries(
+    capture_server: CaptureServer, settings_for: SettingsFor
+):
+    capture_server.fail(503)
+    fake = FakeTime()
+    stats = Stats()
+    transport = HttpTransport(
+        settings_for(capture_server, max_retries=6),
+        stats,
+        clock=fake.clock,
+        sleep=fake.sleep,
+        rand=lambda: 0.5,  # no jitter: the bare schedule
+    )
+    assert transport.send(events_of(4), fake.now + 1000) is False
+    assert fake.sleeps == [1, 2, 4, 8, 16, 30]
+    assert len(capture_server.requests) == 7
+    snapshot = stats.snapshot()
+    assert snapshot["retried"] == 6 * 4
+    assert snapshot["dropped_retries_exhausted"] == 4
+    assert snapshot["sent"] == 0
+
+
+def test_jitter_stays_within_a_quarter_of_the_step(
+    capture_server: CaptureServer, settings_for: SettingsFor
+):
+    capture_server.fail(500, times=2)
+    fake = FakeTime()
+    transport = HttpTransport(
+        settings_for(capture_server), Stats(), clock=fake.clock, sleep=fake.sleep, rand=lambda: 0.0
+    )
+    assert transport.send(events_of(1), fake.now + 1000)
+    assert fake.sleeps == [0.75, 1.5]
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+def test_retryable_statuses_are_retried(
+    capture_server: CaptureServer, settings_for: SettingsFor, status: int
+):
+    capture_server.fail(status, times=2)
+    fake = FakeTime()
+    stats = Stats()
+    transport = HttpTransport(
+        settings_for(capture_server), stats, clock=fake.clock, sleep=fake.sleep
+    )
+    events = events_of(3)
+    assert transport.send(events, fake.now + 1000)
+    assert [r.status for r in capture_server.requests] == [status, status, 200]
+    assert capture_server.uuids() == [e["uuid"] for e in events]
+    assert stats.snapshot()["retried"] == 6
+
+
+@pytest.mark.parametrize("status", [400, 401, 402, 403, 404, 415])
+def test_other_client_errors_are_rejected_without_retry(
+    capture_server: CaptureServer, settings_for: SettingsFor, status: int
+):
+    capture_server.fail(status, times=1)
+    fake = FakeTime()
+    stats = Stats()
+    transport = HttpTransport(
+        settings_for(capture_server), stats, clock=fake.clock, sleep=fake.sleep
+    )
+    assert transport.send(events_of(5), fake.now + 1000) is False
+    assert len(capture_server.requests) == 1
+    assert fake.sleeps == []
+    assert stats.snapshot()["dropped_rejected"] == 5
+
+
+def test_network_errors_are_retried_and_delivered_once(
+    capture_server: CaptureServer, settings_for: SettingsFor
+):
+    capture_server.drop_connections(times=2)
+    fake = FakeTime()
+    transport = HttpTransport(
+        settings_for(capture_server), Stats(), clock=fake.clock, sleep=fake.sleep
+    )
+    events = events_of(3)
+    assert transport.send(events, fake.now + 1000)
+    assert sorted(capture_server.uuids()) == sorted(e["uuid"] for e in events)
+    assert len(fake.sleeps) == 2
+
+
+def test_unreachable_host_counts_retries_exhausted(settings_for: SettingsFor):
+    with CaptureServer() as server:
+        settings = settings_for(server, max_retries=2)
+    # The server is gone: connections are refused.
+    fake = FakeTime()
+    stats = Stats()
+    transport = HttpTransport(settings, stats, clock=fake.clock, sleep=fake.sleep)
+    assert transport.send(events_of(2), fake.now + 1000) is False
+    assert stats.snapshot()["dropped_retries_exhausted"] == 2
+    assert len(fake.sleeps) == 2
+
+
+def test_retry_after_is_honoured_on_the_server_clock(
+    capture_server: CaptureServer, settings_for: SettingsFor
+):
+    capture_server.rate_limit("1", times=1)
+    # rand=0 makes our own backoff 0.75 s: only Retry-After can explain a longer wait.
+    transport = HttpTransport(settings_for(capture_server), Stats(), rand=lambda: 0.0)
+    assert transport.send(events_of(1), far())
+    limited, accepted = capture_server.requests
+    assert limited.status == 429 and accepted.status == 200
+    assert accepted.at - limited.at >= 0.99
+
+
+def test_retry_after_as_http_date_and_clamped(
+    capture_server: CaptureServer, settings_for: SettingsFor
+):
+    in_ten = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=10), usegmt=True)
+    capture_server.fail(429, times=1, retry_after=in_ten)
+    capture_server.fail(503, times=1, retry_after="3600")
+    fake = FakeTime()
+    transport = HttpTransport(
+        settings_for(capture_server), Stats(), clock=fake.clock, sleep=fake.sleep, rand=lambda: 0.0
+    )
+    assert transport.send(events_of(1), fake.now + 1000)
+    date_wait, clamped = fake.sleeps
+    assert 8.5 <= date_wait <= 10.0
+    assert clamped == 30.0
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("2", 2.0), ("0.5", 0.5), ("-3", 0.0), ("soon", 0.0), (None, 0.0), ("99999", 30.0)],
+)
+def test_parse_retry_after(header: str | None, seconds: float) -> None:
+    assert parse_retry_after(header) == seconds
+
+
+def test_never_retries_past_the_deadline(capture_server: CaptureServer, settings_for: SettingsFor):
+    capture_server.fail(503)
+    fake = FakeTime()
+    stats = Stats()
+    transport = HttpTransport(
+        settings_for(capture_server), stats, clock=fake.clock, sleep=fake.sleep, rand=lambda: 0.5
+    )
+    assert transport.send(events_of(2), fake.now + 2.5) is False
+    # 1 s fits before the deadline; the next 2 s would end past it.
+    assert fake.sleeps == [1.0]
+    assert len(capture_server.requests) == 2
+    assert stats.snapshot()["dropped_retries_exhausted"] == 2
+
+
+def test_retry_after_beyond_the_deadline_gives_up_at_once(
+    capture_server: CaptureServer, settings_for: SettingsFor
+):
+    capture_server.rate_limit("20", times=1)
+    fake = FakeTime()
+    stats = Stats()
+    transport = HttpTransport(
+        settings_for(capture_server), stats, clock=fake.clock, sleep=fake.sleep
+    )
+    assert transport.send(events_of(1), fake.now + 5) is False
+    assert fake.sleeps == []
+    assert stats.snapshot()["dropped_retries_exhausted"] == 1
+
+
+def test_a_413_batch_is_split_until_it_fits(
+    capture_server: CaptureServer, settings_for: SettingsFor
+):
+    capture_server.max_body_bytes = 6_000
+    stats = Stats()
+    transport = HttpTransport(settings_for(capture_server, gzip=False), stats)
+    events = events_of(16, payload="p" * 900)  # ~1 KB each: ~17 KB in one body
+
+    assert transport.send(events, far())
+
+    assert 413 in [r.status for r in capture_server.requests]
+    assert sorted(capture_server.uuids()) == sorted(e["uuid"] for e in events)
+    assert all(r.body_bytes <= 6_000 for r in capture_server.requests if r.status == 200)
+    assert stats.snapshot()["sent"] == 16
+    assert stats.snapshot()["dropped"] == 0
+
+
+def test_one_oversized_event_does_not_sink_its_batch(
+    capture_server: CaptureServer, settings_for: SettingsFor
+):
+    capture_server.max_event_bytes = 4_000
+    stats = Stats()
+    transport = HttpTransport(settings_for(capture_server), stats)
+    events = events_of(9, payload="small")
+    events.insert(4, events_of(1, payload="x" * 10_000)[0])
+
+    assert transport.send(events, far()) is False
+
+    expected = [e["uuid"] for e in events if len(e["properties"]["$ai_input"]) < 100]
+    assert sorted(capture_server.uuids()) == sorted(expected)
+    snapshot = stats.snapshot()
+    assert snapshot["sent"] == 9
+    assert snapshot["dropped_too_large"] == 1
+
+
+def shrink_payload(event: dict[str, Any], budget: int) -> dict[str, Any] | None:
+    """What the core's shrink does, roughly: truncate the content to fit the budget."""
+    smaller = json.loads(json.dumps(event))
+    overhead = len(json.dumps(event)) - len(event["properties"]["$ai_input"])
+    keep = budget - overhead - 100
+    if keep <= 0:
+        return None
+    smaller["properties"]["$ai_input"] = event["properties"]["$ai_input"][:keep] + "[truncated]"
+    return smaller
+
+
+def test_a_refused_single_event_is_shrunk_and_sent(
+    capture_server: CaptureServer, settings_for: SettingsFor
+):
+    capture_server.max_event_bytes = 8_000
+    calls: list[int] = []
+
+    def shrink(event: dict[str, Any], budget: int) -> dict[str, Any] | None:
+        calls.append(budget)
+        return shrink_payload(event, budget)
+
+    stats = Stats()
+    transport = HttpTransport(settings_for(capture_server), stats, shrink=shrink)
+    big = events_of(1, payload="y" * 12_000)[0]
+
+    assert transport.send([big], far())
+
+    [received] = capture_server.events
+    assert received["uuid"] == big["uuid"]
+    assert received["properties"]["$ai_input"].endswith("[truncated]")
+    assert calls and calls[0] < len(json.dumps(big))
+    assert stats.snapshot()["sent"] == 1
+
+
+def test_a_shrink_that_cannot_help_counts_too_large(
+    capture_server: CaptureServer, settings_for: SettingsFor
+):
+    capture_server.max_event_bytes = 3_000
+    stats = Stats()
+    transport = HttpTransport(settings_for(capture_server), stats, shrink=lambda e, b: None)
+    assert transport.send(events_of(1, payload="z" * 5_000), far()) is False
+    assert stats.snapshot()["dropped_too_large"] == 1
+    assert capture_server.event_count == 0
+
+
+def test_an_event_over_max_event_bytes_is_shrunk_before_sending(
+    capture_server: CaptureServer, settings_for: SettingsFor
+):
+    budgets: list[int] = []
+
+    def shrink(event: dict[str, Any], budget: int) -> dict[str, Any] | None:
+        budgets.append(budget)
+        return shrink_payload(event, budget)
+
+    settings = settings_for(capture_server, max_event_bytes=5_000)
+    transport = HttpTransport(settings, Stats(), shrink=shrink)
+    assert transport.send(events_of(1, payload="w" * 20_000) + events_of(2), far())
+    assert budgets == [5_000]
+    # Shrunk client-side: the server never had to refuse anything.
+    assert [r.status for r in capture_server.requests] == [200]
+    assert capture_server.event_count == 3
+
+
+def test_large_batches_are_split_under_five_mib(
+    capture_server: CaptureServer, settings_for: SettingsFor
+):
+    settings = settings_for(capture_server, ai_endpoint=True)
+    transport = HttpTransport(settings, Stats())
+    events = events_of(6, payload="q" * 1_200_000)  # 7.2 MB: allowed per event on the AI lane
+    assert transport.send(events, far())
+    requests = capture_server.requests
+    assert len(requests) == 2
+    assert all(r.path == "/i/v0/ai/batch/" and r.events <= 4 for r in requests)
+    assert capture_server.event_count == 6
+
+
+def test_ai_endpoint_carries_ai_events_and_batch_the_rest(
+    capture_server: CaptureServer, settings_for: SettingsFor
+):
+    transport = HttpTransport(settings_for(capture_server, ai_endpoint=True), Stats())
+    ai = events_of(3)
+    custom = events_of(2, name="signed_up")
+    assert transport.send(ai[:2] + custom + ai[2:], far())
+    by_path = {r.path: r.events for r in capture_server.requests}
+    # A non-AI event on the AI lane would make PostHog refuse the whole request.
+    assert by_path == {"/i/v0/ai/batch/": 3, "/batch/": 2}
+
+
+def test_ai_endpoint_404_falls_back_to_batch_for_good(
+    capture_server: CaptureServer, settings_for: SettingsFor, caplog: pytest.LogCaptureFixture
+):
+    capture_server.ai_endpoint_missing = True
+    stats = Stats()
+    transport = HttpTransport(settings_for(capture_server, ai_endpoint=True), stats)
+    with caplog.at_level(logging.WARNING, logger="posthog_llm_trace"):
+        assert transport.send(events_of(2), far())
+        assert transport.send(events_of(2), far())
+    assert [(r.path, r.status) for r in capture_server.requests] == [
+        ("/i/v0/ai/batch/", 404),
+        ("/batch/", 200),
+        ("/batch/", 200),
+    ]
+    assert capture_server.event_count == 4
+    assert stats.snapshot()["retried"] == 0
+    warnings = [r for r in caplog.records if "AI endpoint" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_abort_cuts_a_backoff_short(capture_server: CaptureServer, settings_for: SettingsFor):
+    capture_server.fail(503)
+    stats = Stats()
+    transport = HttpTransport(settings_for(capture_server), stats)
+    result: list[bool] = []
+    worker = threading.Thread(target=lambda: result.append(transport.send(events_of(4), far())))
+    started = time.monotonic()
+    worker.start()
+    assert capture_server.wait_for_requests(1, timeout=5)
+    transport.abort("shutdown")  # the transport is now sleeping its first 1 s backoff
+    worker.join(5)
+    assert result == [False]
+    assert time.monotonic() - started < 3
+    assert stats.snapshot()["dropped_shutdown"] == 4
+
+
+def test_abort_interrupts_a_request_to_a_hanging_server(
+    capture_server: CaptureServer, settings_for: SettingsFor
+):
+    capture_server.hang()
+    stats = Stats()
+    transport = HttpTransport(settings_for(capture_server, timeout=30), stats)
+    result: list[bool] = []
+    worker = threading.Thread(target=lambda: result.append(transport.send(events_of(3), far())))
+    worker.start()
+    assert capture_server.wait_for_requests(1, timeout=5)
+    started = time.monotonic()
+    transport.abort("at_exit")
+    worker.join(5)
+    assert result == [False]
+    assert time.monotonic() - started < 3
+    assert stats.snapshot()["dropped_at_exit"] == 3
+
+
+def test_http_proxy_from_the_environment(
+    capture_server: CaptureServer, settings_for: SettingsFor, monkeypatch: pytest.MonkeyPatch
+):
+    # The capture server stands in for the proxy: it receives absolute-URI requests.
+    monkeypatch.setenv("HTTP_PROXY", capture_server.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    settings = settings_for(capture_server, host="http://posthog.example.invalid")
+    transport = HttpTransport(settings, Stats())
+    assert transport.send(events_of(2), far())
+    assert capture_server.event_count == 2
+
+
+def test_the_api_key_never_reaches_logs_or_reprs(
+    capture_server: CaptureServer, settings_for: SettingsFor, caplog: pytest.LogCaptureFixture
+):
+    key = "phc_SECRET_do_not_log_4242"
+    settings = settings_for(capture_server, api_key=key, max_retries=1)
+    stats = Stats()
+    stats.LOG_EVERY = 0.0  # log every drop, so that every message is seen
+    fake = FakeTime()
+    transport = HttpTransport(settings, stats, clock=fake.clock, sleep=fake.sleep)
+    with caplog.at_level(logging.DEBUG, logger="posthog_llm_trace"):
+        # A server that echoes the key in its error body, then every other failure mode.
+        capture_server.fail(400, times=1, body=json.dumps({"error": f"bad key {key}"}).encode())
+        transport.send(events_of(1), fake.now + 100)
+        capture_server.fail(503, times=2)
+        transport.send(events_of(1), fake.now + 100)
+        capture_server.max_event_bytes = 500
+        transport.send(events_of(1, payload="k" * 2_000), fake.now + 100)
+        capture_server.drop_connections(times=2)
+        transport.send(events_of(1), fake.now + 100)
+        transport.send([{"event": "x", "uuid": "u", "properties": {"bad": object()}}], fake.now)
+        transport.abort()
+        transport.send(events_of(1), fake.now + 100)
+    assert stats.snapshot()["dropped"] >= 5
+    assert "bad key" in caplog.text, "the server's reason is worth logging, redacted"
+    assert key not in caplog.text
+    assert key not in repr(transport)
+    assert key not in repr(settings)
