@@ -16,11 +16,13 @@ seconds, optionally with ``Retry-After``), :meth:`~CaptureServer.rate_limit`,
 :meth:`~CaptureServer.drop_connections`, and ``ai_endpoint_missing`` (404 on the AI lane).
 
 Run as a script (``python tests/capture_server.py [--count-only]``) it prints its URL and answers
-``count`` / ``reset`` / ``quit`` on stdin; the benchmark uses it that way, in its own process.
+``count`` / ``unique`` / ``reset`` / ``quit`` on stdin; the benchmark runs it that way, in a
+process of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -121,7 +123,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet tests
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
     def do_GET(self) -> None:
@@ -140,6 +142,7 @@ class _Handler(BaseHTTPRequestHandler):
         fault = capture._take_fault(path, arrived)
         if fault is not None:
             record.fault = fault.kind
+            record.sent_at = _peek_sent_at(raw, headers)
             if fault.kind == "hang":
                 capture._log(record)
                 capture._released.wait(60.0)
@@ -201,7 +204,8 @@ class _Handler(BaseHTTPRequestHandler):
         # No event can be larger than the whole body, so only re-measure when it could be.
         if len(data) > limit:
             for event in batch:
-                if len(json.dumps(event, separators=(",", ":")).encode()) > limit:
+                size = len(json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode())
+                if size > limit:
                     return 413, b'{"error": "event too large"}', []
         record.sent_at = body.get("sent_at")
         record.api_key = body.get("api_key")
@@ -218,10 +222,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _close(self) -> None:
         self.close_connection = True
-        try:
+        with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
 
 class CaptureServer:
@@ -394,10 +396,8 @@ class CaptureServer:
         with self._cond:
             sockets = list(self._sockets)
         for sock in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     # --- internals (called from handler threads)
 
@@ -439,6 +439,18 @@ class CaptureServer:
                 self._sockets.discard(sock)
 
 
+def _peek_sent_at(raw: bytes, headers: dict[str, str]) -> str | None:
+    """``sent_at`` of a request we refuse anyway (best effort, for tests of retries)."""
+    try:
+        if headers.get("content-encoding", "").lower() == "gzip":
+            raw = gzip.decompress(raw)
+        body = json.loads(raw)
+    except (OSError, ValueError, EOFError, zlib.error):
+        return None
+    value = body.get("sent_at") if isinstance(body, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def _distinct_id(event: dict[str, Any]) -> bool:
     value = event.get("distinct_id")
     if value is None and isinstance(event.get("properties"), dict):
@@ -463,7 +475,9 @@ class SimpleItem:
         return len(self.uuids)
 
 
-def make_items(n: int, *, per_item: int = 1, payload: str = "", prefix: str = "") -> list[SimpleItem]:
+def make_items(
+    n: int, *, per_item: int = 1, payload: str = "", prefix: str = ""
+) -> list[SimpleItem]:
     """``n`` items of ``per_item`` events each, with unique uuids."""
     return [
         SimpleItem(tuple(f"{prefix}{uuid.uuid4()}" for _ in range(per_item)), payload)
@@ -501,7 +515,9 @@ def _serve_stdio(count_only: bool) -> None:
         print(server.url, flush=True)
         for line in _lines(sys.stdin):
             command = line.strip()
-            if command == "count":
+            if command == "count":  # cheap: polled while a benchmark runs
+                print(json.dumps({"events": server.event_count}), flush=True)
+            elif command == "unique":
                 uuids = server.uuids()
                 print(json.dumps({"events": len(uuids), "unique": len(set(uuids))}), flush=True)
             elif command == "reset":

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
@@ -60,7 +60,7 @@ def test_posts_a_posthog_batch_with_gzip(capture_server: CaptureServer, settings
     stats = Stats()
     transport = HttpTransport(settings_for(capture_server), stats)
     events = events_of(3)
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
 
     assert transport.send(events, far()) is True
 
@@ -75,7 +75,7 @@ def test_posts_a_posthog_batch_with_gzip(capture_server: CaptureServer, settings
     assert request.sent_at is not None
     sent_at = datetime.fromisoformat(request.sent_at.replace("Z", "+00:00"))
     assert sent_at.tzinfo is not None
-    assert before - timedelta(seconds=1) <= sent_at <= datetime.now(timezone.utc)
+    assert before - timedelta(seconds=1) <= sent_at <= datetime.now(UTC)
     assert capture_server.events == events
     assert stats.snapshot()["sent"] == 3
 
@@ -123,9 +123,11 @@ def test_sent_at_is_restamped_on_every_attempt(
     assert transport.send(events_of(2), far())
     failed, accepted = capture_server.requests
     assert failed.status == 503 and accepted.status == 200
-    assert accepted.sent_at is not None
-    sent_at = datetime.fromisoformat(accepted.sent_at.replace("Z", "+00:00"))
-    assert abs((datetime.now(timezone.utc) - sent_at).total_seconds()) < 5
+    assert failed.sent_at is not None and accepted.sent_at is not None
+    first = datetime.fromisoformat(failed.sent_at.replace("Z", "+00:00"))
+    second = datetime.fromisoformat(accepted.sent_at.replace("Z", "+00:00"))
+    assert second > first, "sent_at must be stamped again for the retry"
+    assert abs((datetime.now(UTC) - second).total_seconds()) < 5
     assert len(pauses) == 1
 
 
@@ -237,7 +239,7 @@ def test_retry_after_is_honoured_on_the_server_clock(
 def test_retry_after_as_http_date_and_clamped(
     capture_server: CaptureServer, settings_for: SettingsFor
 ):
-    in_ten = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=10), usegmt=True)
+    in_ten = format_datetime(datetime.now(UTC) + timedelta(seconds=10), usegmt=True)
     capture_server.fail(429, times=1, retry_after=in_ten)
     capture_server.fail(503, times=1, retry_after="3600")
     fake = FakeTime()
@@ -382,6 +384,34 @@ def test_an_event_over_max_event_bytes_is_shrunk_before_sending(
     # Shrunk client-side: the server never had to refuse anything.
     assert [r.status for r in capture_server.requests] == [200]
     assert capture_server.event_count == 3
+
+
+def test_non_latin_text_is_measured_and_sent_as_utf8(
+    capture_server: CaptureServer, settings_for: SettingsFor
+):
+    text = "日本語のテキストです。" * 200  # 6,600 bytes of UTF-8; 13,200 once \u-escaped
+    budgets: list[int] = []
+
+    def shrink(event: dict[str, Any], budget: int) -> dict[str, Any] | None:
+        budgets.append(budget)
+        return None
+
+    settings = settings_for(capture_server, max_event_bytes=8_000)
+    transport = HttpTransport(settings, Stats(), shrink=shrink)
+    assert transport.send(events_of(1, payload=text), far())
+    assert budgets == [], "an event within budget in UTF-8 must not be shrunk"
+    assert capture_server.events[0]["properties"]["$ai_input"] == text
+
+
+def test_a_lone_surrogate_does_not_sink_the_batch(
+    capture_server: CaptureServer, settings_for: SettingsFor
+):
+    events = events_of(3)
+    events[1]["properties"]["$ai_input"] = "bad \ud800 text"
+    stats = Stats()
+    assert HttpTransport(settings_for(capture_server), stats).send(events, far())
+    assert capture_server.events[1]["properties"]["$ai_input"] == "bad \ufffd text"
+    assert stats.snapshot()["sent"] == 3
 
 
 def test_large_batches_are_split_under_five_mib(

@@ -79,7 +79,9 @@ def test_full_batches_go_out_without_waiting(
     items = make_items(10)
     assert all(exporter.submit(item) for item in items)
     assert capture_server.wait_for(10, timeout=5)
-    assert [r.events for r in capture_server.requests] == [5, 5]
+    # Full batches leave at once (flush_interval is a minute); queued together, they may share
+    # a request.
+    assert all(r.events in (5, 10) for r in capture_server.requests)
     assert sorted(capture_server.uuids()) == sorted(uuids_of(items))
     assert stats.snapshot()["queued"] == 10
 
@@ -99,7 +101,7 @@ def test_items_of_several_events_are_rendered_on_the_worker(
     for item in items:
         exporter.submit(item)
     assert capture_server.wait_for(12, timeout=5)
-    assert threads == {"posthog-llm-trace-export"}
+    assert threads == {"posthog-llm-trace-export"}  # never the submitting thread
     assert sorted(capture_server.uuids()) == sorted(uuids_of(items))
 
 
@@ -118,7 +120,9 @@ def test_a_partial_batch_leaves_after_flush_interval(
 def test_flush_delivers_what_is_pending(
     capture_server: CaptureServer, settings_for: SettingsFor, exporters: list[BatchExporter]
 ):
-    exporter, stats = build(settings_for(capture_server, flush_at=100, flush_interval=60), exporters)
+    exporter, stats = build(
+        settings_for(capture_server, flush_at=100, flush_interval=60), exporters
+    )
     items = make_items(7)
     for item in items:
         exporter.submit(item)
@@ -126,6 +130,28 @@ def test_flush_delivers_what_is_pending(
     assert sorted(capture_server.uuids()) == sorted(uuids_of(items))
     assert stats.snapshot()["sent"] == 7
     assert exporter.flush(0.1) is True  # nothing pending: immediate
+
+
+def test_flush_waits_for_a_batch_still_in_flight_on_the_other_worker(
+    capture_server: CaptureServer, settings_for: SettingsFor, exporters: list[BatchExporter]
+):
+    capture_server.hang(times=1)  # the first request hangs until released
+    settings = settings_for(capture_server, flush_at=5, flush_interval=60, timeout=30)
+    exporter, _ = build(settings, exporters, rand=lambda: 0.0)
+    first = make_items(5)
+    for item in first:
+        exporter.submit(item)
+    assert capture_server.wait_for_requests(1, timeout=5)  # one worker is stuck on it
+    later = make_items(3)
+    for item in later:
+        exporter.submit(item)
+    # The other worker sends `later` and meets the flush marker; the flush must still wait for
+    # the hung batch, which only succeeds (on retry) after the release.
+    releaser = threading.Timer(0.5, capture_server.release)
+    releaser.start()
+    assert exporter.flush(10.0) is True
+    assert sorted(capture_server.uuids()) == sorted(uuids_of(first + later))
+    releaser.join()
 
 
 def test_flush_says_false_when_events_were_rejected(
@@ -173,7 +199,7 @@ def test_a_hanging_server_never_slows_submit_and_stops_within_budget(
         started = time.perf_counter()
         assert exporter.submit(item)
         slowest = max(slowest, time.perf_counter() - started)
-    assert slowest < 0.05
+    assert slowest < 0.1  # generous: a GIL switch or a preemption, never a network wait
     assert capture_server.wait_for_requests(1, timeout=5)  # the worker is stuck on the server
 
     started = time.monotonic()
@@ -188,6 +214,37 @@ def test_a_hanging_server_never_slows_submit_and_stops_within_budget(
     assert stats.snapshot()["sent"] == 0
     assert exporter.submit(make_items(1)[0]) is False
     assert stats.snapshot()["dropped_shutdown"] == 41
+
+
+def test_shutdown_counts_what_a_stuck_transport_never_got(settings_for: SettingsFor) -> None:
+    """A transport that cannot be interrupted (no abort): shutdown still returns in time and
+    counts every event still queued; the ones in the transport's hands are the transport's."""
+    entered = threading.Event()
+    unblock = threading.Event()
+
+    class Stuck:
+        def send(self, events: list[dict[str, Any]], deadline: float) -> bool:
+            entered.set()
+            unblock.wait(30)
+            return False
+
+        def close(self) -> None:
+            pass
+
+    with CaptureServer() as server:
+        settings = settings_for(server, flush_at=5, flush_interval=60)
+    stats = Stats()
+    exporter = BatchExporter(render_simple, Stuck(), settings, stats, workers=1)
+    for item in make_items(5):
+        exporter.submit(item)
+    assert entered.wait(5)  # the worker holds these 5
+    for item in make_items(15):
+        exporter.submit(item)
+    started = time.monotonic()
+    assert exporter.shutdown(0.5) is False
+    assert time.monotonic() - started < 2
+    assert stats.snapshot()["dropped_shutdown"] == 15
+    unblock.set()
 
 
 def test_a_full_queue_drops_and_counts_exactly(
@@ -206,7 +263,7 @@ def test_a_full_queue_drops_and_counts_exactly(
 
     capture_server.release()  # the hung request is dropped unanswered, then retried
     assert exporter.flush(10.0) is True
-    kept = [item for item, ok in zip(items, accepted) if ok]
+    kept = [item for item, ok in zip(items, accepted, strict=True) if ok]
     assert sorted(capture_server.uuids()) == sorted(uuids_of(kept))
 
 
@@ -258,10 +315,11 @@ def test_a_dead_worker_is_restarted_by_the_next_submit(
     exporters.append(exporter)
     exporter.submit(make_items(1)[0])
     assert wait_until(lambda: stats.snapshot().get("dropped_invalid", 0) == 1, timeout=5)
-    assert wait_until(lambda: exporter._thread is None, timeout=5)
+    assert wait_until(lambda: exporter._thread_pid == 0, timeout=5)  # a worker is missing
 
     second = make_items(1)
     assert exporter.submit(second[0])
+    assert len(exporter._threads) == 2  # the dead worker was replaced
     assert capture_server.wait_for(1, timeout=5)
     assert capture_server.uuids() == uuids_of(second)
 
@@ -269,7 +327,9 @@ def test_a_dead_worker_is_restarted_by_the_next_submit(
 def test_shutdown_delivers_first_and_refuses_afterwards(
     capture_server: CaptureServer, settings_for: SettingsFor, exporters: list[BatchExporter]
 ):
-    exporter, stats = build(settings_for(capture_server, flush_at=100, flush_interval=60), exporters)
+    exporter, stats = build(
+        settings_for(capture_server, flush_at=100, flush_interval=60), exporters
+    )
     items = make_items(12)
     for item in items:
         exporter.submit(item)
@@ -326,7 +386,9 @@ EXIT_SCRIPT = textwrap.dedent(
 )
 
 
-def run_exit_script(tmp_path: Path, url: str, n: int) -> tuple[subprocess.CompletedProcess[str], float]:
+def run_exit_script(
+    tmp_path: Path, url: str, n: int
+) -> tuple[subprocess.CompletedProcess[str], float]:
     script = tmp_path / "exit_flush.py"
     script.write_text(EXIT_SCRIPT)
     env = dict(os.environ)
@@ -342,9 +404,7 @@ def run_exit_script(tmp_path: Path, url: str, n: int) -> tuple[subprocess.Comple
     return done, time.monotonic() - started
 
 
-def test_the_exit_flush_delivers_what_was_submitted(
-    capture_server: CaptureServer, tmp_path: Path
-):
+def test_the_exit_flush_delivers_what_was_submitted(capture_server: CaptureServer, tmp_path: Path):
     done, _ = run_exit_script(tmp_path, capture_server.url, 37)
     assert done.returncode == 0, done.stderr
     assert capture_server.event_count == 37

@@ -57,19 +57,32 @@ def trace(
     properties: Mapping[str, Any] | None = None,
     groups: Mapping[str, Any] | None = None,
     input: Any = None,
+    client: Client | None = None,
 ) -> Trace:
-    """Open a trace outside a request (scripts, jobs, management commands)::
+    """Open a trace outside a request (scripts, jobs, management commands); a context manager,
+    sync or async::
 
         with trace("nightly-summary", distinct_id="user-1", session_id="conv-9") as t:
             ...
             t.set_output(summary)
 
-    It becomes a ``$ai_trace`` event when it ends, if a span was recorded in it.
+    It becomes a ``$ai_trace`` event when it ends, if a span was recorded in it. Spans opened
+    inside it export with its ``client`` (default: the one :func:`configure` made).
     """
-    return Trace(name, distinct_id=distinct_id, session_id=session_id, properties=properties,
-                 groups=groups, input=input)
+    return Trace(
+        name,
+        distinct_id=distinct_id,
+        session_id=session_id,
+        properties=properties,
+        groups=groups,
+        input=input,
+        client=client,
+    )
 
 
+@overload
+def generation(name: F) -> F: ...
+@overload
 def generation(
     name: str | None = None,
     *,
@@ -81,19 +94,50 @@ def generation(
     base_url: str | None = None,
     stream: bool | None = None,
     properties: Mapping[str, Any] | None = None,
-) -> Generation:
-    """One LLM call (``$ai_generation``). A context manager (sync or async) or a decorator::
+) -> Generation: ...
+def generation(
+    name: Any = None,
+    *,
+    model: str | None = None,
+    provider: str | None = None,
+    input: Any = UNSET,
+    model_parameters: Mapping[str, Any] | None = None,
+    tools: Any = None,
+    base_url: str | None = None,
+    stream: bool | None = None,
+    properties: Mapping[str, Any] | None = None,
+) -> Any:
+    """One LLM call (``$ai_generation``). A context manager (sync or async)::
 
         with generation("answer", model="gpt-4o-mini", provider="openai", input=messages) as g:
             for piece in stream:
-                g.chunk(piece)                 # time to first token, streamed output
+                g.chunk(piece)  # time to first token, streamed output
             g.set_usage(input_tokens=120, output_tokens=40)
+
+    or a decorator, whose input is the call's arguments and output the return value (a
+    provider response's ``usage`` and ``model`` are read too)::
+
+        @generation(model="gpt-4o-mini", provider="openai")
+        def answer(messages): ...
     """
-    return Generation(name, model=model, provider=provider, input=input,
-                      model_parameters=model_parameters, tools=tools, base_url=base_url,
-                      stream=stream, properties=properties)
+    if callable(name):
+        return Generation()(name)
+    return Generation(
+        name,
+        model=model,
+        provider=provider,
+        input=input,
+        model_parameters=model_parameters,
+        tools=tools,
+        base_url=base_url,
+        stream=stream,
+        properties=properties,
+    )
 
 
+@overload
+def embedding(name: F) -> F: ...
+@overload
 def embedding(
     name: str | None = None,
     *,
@@ -102,10 +146,27 @@ def embedding(
     input: Any = UNSET,
     base_url: str | None = None,
     properties: Mapping[str, Any] | None = None,
-) -> Embedding:
-    """One embedding call (``$ai_embedding``)."""
-    return Embedding(name, model=model, provider=provider, input=input, base_url=base_url,
-                     properties=properties)
+) -> Embedding: ...
+def embedding(
+    name: Any = None,
+    *,
+    model: str | None = None,
+    provider: str | None = None,
+    input: Any = UNSET,
+    base_url: str | None = None,
+    properties: Mapping[str, Any] | None = None,
+) -> Any:
+    """One embedding call (``$ai_embedding``): a context manager or a decorator, like
+    :func:`generation`::
+
+        with embedding("embed-docs", model="text-embedding-3-small", input=texts) as e:
+            e.set_usage(input_tokens=42)
+    """
+    if callable(name):
+        return Embedding()(name)
+    return Embedding(
+        name, model=model, provider=provider, input=input, base_url=base_url, properties=properties
+    )
 
 
 @overload

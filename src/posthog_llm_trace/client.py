@@ -28,6 +28,7 @@ logger = logging.getLogger("posthog_llm_trace")
 
 _lock = threading.RLock()
 _default: Client | None = None
+_explicit = False  # True once configure() or an adapter chose the default client
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
 _warned_no_key = False
 
@@ -45,6 +46,7 @@ class Client:
         self._exporter: Exporter | None = None
         self._exporter_lock = threading.Lock()
         self._closed = False
+        self._export_enabled = self.settings.export_enabled  # read for every trace
         _clients.add(self)
         _warn_if_disabled(self.settings)
 
@@ -54,12 +56,12 @@ class Client:
 
     @property
     def enabled(self) -> bool:
-        return self.settings.export_enabled and not self._closed
+        return self._export_enabled and not self._closed
 
     @property
     def recording(self) -> bool:
         """Whether traces opened now record their spans at all."""
-        return self.enabled or bool(_captures)
+        return (self._export_enabled and not self._closed) or bool(_captures)
 
     def render(self, record: TraceRecord) -> list[dict[str, Any]]:
         return events.render(record, self.settings, self.stats)
@@ -113,8 +115,9 @@ def make_exporter(client: Client) -> Exporter | None:
 
         if mode == "memory":
             return MemorySink(client.render, stats)
-        return JsonLinesSink(client.render, stats, None if mode == "console" else
-                             settings.export_file)
+        return JsonLinesSink(
+            client.render, stats, None if mode == "console" else settings.export_file
+        )
     from .export.http import HttpTransport
     from .messages import shrink_event
 
@@ -134,13 +137,13 @@ def make_exporter(client: Client) -> Exporter | None:
 
 def _warn_if_disabled(settings: Settings) -> None:
     global _warned_no_key
-    if settings.export in ("thread", "sync", "celery") and not settings.api_key:
-        if not _warned_no_key:
-            _warned_no_key = True
-            logger.warning(
-                "posthog-llm-trace: no PostHog API key (set POSTHOG_API_KEY or the api_key "
-                "setting); LLM events are recorded but not exported."
-            )
+    needs_key = settings.export in ("thread", "sync", "celery")
+    if needs_key and not settings.api_key and not _warned_no_key:
+        _warned_no_key = True
+        logger.warning(
+            "posthog-llm-trace: no PostHog API key (set POSTHOG_API_KEY or the api_key "
+            "setting); nothing is exported, the recording API keeps working."
+        )
 
 
 # --- the default client -----------------------------------------------------------------------
@@ -158,11 +161,15 @@ def get_client() -> Client:
     return client
 
 
-def set_default_client(client: Client) -> Client:
-    """Make ``client`` the default; the previous one flushes briefly and stops."""
-    global _default
+def set_default_client(client: Client, *, if_unset: bool = False) -> Client:
+    """Make ``client`` the default; the previous one flushes briefly and stops. With
+    ``if_unset``, only when no default was configured yet; returns the default either way."""
+    global _default, _explicit
     with _lock:
+        if if_unset and _explicit and _default is not None:
+            return _default
         previous, _default = _default, client
+        _explicit = True
     if previous is not None and previous is not client:
         previous.shutdown(timeout=1.0)
     return client

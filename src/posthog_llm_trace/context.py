@@ -63,7 +63,7 @@ def restore(token: contextvars.Token[Trace | Span | None], previous: Trace | Spa
 def run_in_context(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Callable[[], T]:
     """Bind ``fn(*args, **kwargs)`` to the current context, to run later in another thread::
 
-        executor.submit(run_in_context(summarise, doc))
+    executor.submit(run_in_context(summarise, doc))
     """
     ctx = contextvars.copy_context()
     return lambda: ctx.run(fn, *args, **kwargs)

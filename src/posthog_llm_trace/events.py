@@ -20,8 +20,11 @@ computed ``$ai_*`` key.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
-from collections.abc import Callable
+import math
+import uuid
+from collections.abc import Callable, Mapping
 from importlib import metadata
 from typing import Any
 
@@ -52,7 +55,9 @@ def iso(ts: float) -> str:
     )
 
 
-def render(record: TraceRecord, settings: Settings, stats: Stats | None = None) -> list[dict[str, Any]]:
+def render(
+    record: TraceRecord, settings: Settings, stats: Stats | None = None
+) -> list[dict[str, Any]]:
     """All PostHog events of one trace record. Never raises: a span that cannot be rendered is
     logged (without its content) and counted as ``invalid``."""
     mapper = _Mapper(record, settings)
@@ -80,15 +85,15 @@ class _Mapper:
         self.settings = settings
         self.limit = settings.max_event_bytes
         default = settings.default_distinct_id
-        self.distinct_id = record.distinct_id or default
-        base: dict[str, Any] = {}
-        # Custom properties first: every key computed below overwrites a clash.
-        base.update(jsonable(record.properties, self.limit))
-        base["$ai_trace_id"] = record.trace_id
+        self.distinct_id = _text(record.distinct_id) or default
+        # Custom properties (the trace's, then a span's own) come first; the computed keys in
+        # ``base`` are written over them, so a custom property can never shadow one.
+        self.custom: dict[str, Any] = jsonable(record.properties, self.limit)
+        base: dict[str, Any] = {"$ai_trace_id": _text(record.trace_id)}
         if record.session_id:
-            base["$ai_session_id"] = record.session_id
+            base["$ai_session_id"] = _text(record.session_id)
         if record.replay_session_id:
-            base["$session_id"] = record.replay_session_id
+            base["$session_id"] = _text(record.replay_session_id)
         if record.groups:
             base["$groups"] = jsonable(record.groups, self.limit)
         if self.distinct_id == default:
@@ -99,6 +104,14 @@ class _Mapper:
         base["$lib"] = LIB
         base["$lib_version"] = LIB_VERSION
         self.base = base
+
+    def props(self, own: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A new property dict: custom properties, then the computed base over them."""
+        props = dict(self.custom)
+        if own:
+            props.update(jsonable(own, self.limit))
+        props.update(self.base)
+        return props
 
     # --- content ------------------------------------------------------------------------------
 
@@ -143,25 +156,22 @@ class _Mapper:
 
     def trace_event(self) -> dict[str, Any]:
         record = self.record
-        props = dict(self.base)
-        props["$ai_span_name"] = record.name
-        props["$ai_trace_name"] = record.name  # older PostHog versions read this name
+        props = self.props()
+        name = _text(record.name) or "trace"
+        props["$ai_span_name"] = name
+        props["$ai_trace_name"] = name  # older PostHog versions read this name
         props["$ai_latency"] = record.latency
         if record.input_state is not None:
             props["$ai_input_state"] = self.content(record.input_state)
         if record.output_state is not None:
             props["$ai_output_state"] = self.content(record.output_state)
         self.error(props, record.error)
-        return self.event("$ai_trace", props, record.trace_id, record.end)
+        return self.event("$ai_trace", props, _event_uuid(record.trace_id), record.end)
 
     def span_events(self, span: Span) -> list[dict[str, Any]]:
-        props = dict(self.base)
-        props.update(jsonable(span.properties, self.limit))
-        for key in list(props):  # custom $ai_* keys may not shadow the base ones
-            if key in self.base:
-                props[key] = self.base[key]
+        props = self.props(span.properties)
         props["$ai_span_id"] = span.id
-        props["$ai_span_name"] = span.name
+        props["$ai_span_name"] = _text(span.name) or span.kind
         props["$ai_parent_id"] = span.parent_id or self.record.trace_id
         props["$ai_latency"] = span.latency
         events: list[dict[str, Any]] = []
@@ -179,31 +189,32 @@ class _Mapper:
                 props["$ai_output_state"] = self.content(span.output)
         self.error(props, span.error)
         name = _EVENT_NAMES.get(span.kind, "$ai_span")
-        events.insert(0, self.event(name, props, span.id, span.end_time))
+        events.insert(0, self.event(name, props, _event_uuid(span.id), span.end_time))
         return events
 
     def generation(self, gen: Generation, props: dict[str, Any]) -> None:
-        props["$ai_model"] = gen.model or "unknown"
-        props["$ai_provider"] = (gen.provider or "unknown").lower()
+        props["$ai_model"] = _text(gen.model) or "unknown"
+        props["$ai_provider"] = (_text(gen.provider) or "unknown").lower()
         if gen.input is not UNSET:
             props["$ai_input"] = self.content(
-                gen.input, lambda v: normalize_messages(v, "user", self.limit))
+                gen.input, lambda v: normalize_messages(v, "user", self.limit)
+            )
         output = gen.output if gen.output is not UNSET else gen.streamed_output()
         if output is not None:
             props["$ai_output_choices"] = self.content(
-                output, lambda v: normalize_messages(v, "assistant", self.limit))
+                output, lambda v: normalize_messages(v, "assistant", self.limit)
+            )
         self.usage(gen.usage, props)
         if gen.model_parameters:
             props["$ai_model_parameters"] = jsonable(gen.model_parameters, self.limit)
         if gen.tools:
-            props["$ai_tools"] = normalize_tools(gen.tools, self.limit)
+            try:
+                props["$ai_tools"] = normalize_tools(gen.tools, self.limit)
+            except Exception:  # tool objects of an unknown kind: send what JSON can say
+                props["$ai_tools"] = jsonable(gen.tools, self.limit)
         if gen.stop_reason:
-            props["$ai_stop_reason"] = gen.stop_reason
-        status = gen.http_status or (gen.error.status if gen.error else None)
-        if status is not None:
-            props["$ai_http_status"] = status
-        if gen.base_url:
-            props["$ai_base_url"] = gen.base_url
+            props["$ai_stop_reason"] = _text(gen.stop_reason)
+        self.http(gen, props)
         ttft = gen.time_to_first_token
         streamed = bool(gen.stream) or ttft is not None
         if streamed or gen.stream is False:
@@ -213,18 +224,23 @@ class _Mapper:
         self.cost(gen.cost, props)
 
     def embedding(self, emb: Embedding, props: dict[str, Any]) -> None:
-        props["$ai_model"] = emb.model or "unknown"
-        props["$ai_provider"] = (emb.provider or "unknown").lower()
+        props["$ai_model"] = _text(emb.model) or "unknown"
+        props["$ai_provider"] = (_text(emb.provider) or "unknown").lower()
         if emb.input is not UNSET:
             props["$ai_input"] = self.content(emb.input)
-        if "input_tokens" in emb.usage:
-            props["$ai_input_tokens"] = emb.usage["input_tokens"]
-        status = emb.http_status or (emb.error.status if emb.error else None)
+        self.usage(emb.usage, props)
+        self.http(emb, props)
+        self.cost(emb.cost, props)
+
+    @staticmethod
+    def http(call: Generation | Embedding, props: dict[str, Any]) -> None:
+        status = _count(call.http_status)
+        if status is None and call.error is not None:
+            status = call.error.status
         if status is not None:
             props["$ai_http_status"] = status
-        if emb.base_url:
-            props["$ai_base_url"] = emb.base_url
-        self.cost(emb.cost, props)
+        if call.base_url:
+            props["$ai_base_url"] = _text(call.base_url)
 
     @staticmethod
     def usage(usage: dict[str, Any], props: dict[str, Any]) -> None:
@@ -236,15 +252,17 @@ class _Mapper:
             ("reasoning_tokens", "$ai_reasoning_tokens"),
             ("web_search_count", "$ai_web_search_count"),
         ):
-            if usage.get(key) is not None:
-                props[prop] = usage[key]
-        if "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage:
+            count = _count(usage.get(key))
+            if count is not None:  # unknown counts are omitted, never sent as 0
+                props[prop] = count
+        if "$ai_cache_read_input_tokens" in props or "$ai_cache_creation_input_tokens" in props:
             # Our input count is gross (cache included). Saying so explicitly stops PostHog
             # from guessing "exclusive" for Claude models and double-billing the cache.
             props["$ai_cache_reporting_exclusive"] = False
 
     @staticmethod
-    def cost(cost: dict[str, float], props: dict[str, Any]) -> None:
+    def cost(raw: Mapping[str, Any], props: dict[str, Any]) -> None:
+        cost = {k: v for k, v in ((k, _usd(v)) for k, v in raw.items()) if v is not None}
         if not cost:
             return
         if "input" in cost:
@@ -262,20 +280,22 @@ class _Mapper:
     def chunk_events(self, gen: Generation) -> list[dict[str, Any]]:
         """One ``$ai_span`` of kind chunk per streamed segment, never one per token."""
         events = []
-        for seq, (kind, start, start_perf, end, end_perf, parts, meta) in enumerate(
-            gen._segments
+        for seq, (kind, _start, start_perf, end, end_perf, parts, meta) in enumerate(
+            gen._segments or ()
         ):
             chunk_id = f"{gen.id}-chunk-{seq}"
-            props = dict(self.base)
-            props.update({
-                "$ai_span_id": chunk_id,
-                "$ai_span_name": f"chunk: {kind}",
-                "$ai_parent_id": gen.id,
-                "$ai_span_type": "chunk",
-                "$ai_latency": max(0.0, end_perf - start_perf),
-                "chunk_type": kind,
-                "chunk_sequence_number": seq,
-            })
+            props = self.props()
+            props.update(
+                {
+                    "$ai_span_id": chunk_id,
+                    "$ai_span_name": f"chunk: {kind}",
+                    "$ai_parent_id": gen.id,
+                    "$ai_span_type": "chunk",
+                    "$ai_latency": max(0.0, end_perf - start_perf),
+                    "chunk_type": kind,
+                    "chunk_sequence_number": seq,
+                }
+            )
             text = "".join(parts)
             if kind == "tool_call":
                 output: Any = {"tool_call_id": meta[0], "tool_name": meta[1], "arguments": text}
@@ -287,9 +307,50 @@ class _Mapper:
 
 
 def _chunk_uuid(span_id: str, seq: int) -> str:
-    import uuid
-
     return str(uuid.uuid5(uuid.NAMESPACE_OID, f"{span_id}/{seq}"))
+
+
+def _event_uuid(ident: str) -> str:
+    """The event's uuid: the span (or trace) id when it is a UUID -- ours always are -- else a
+    UUID derived from it, so that the event still deduplicates on retry."""
+    if len(ident) == 36:
+        try:
+            return str(uuid.UUID(ident))
+        except ValueError:
+            pass
+    return str(uuid.uuid5(uuid.NAMESPACE_OID, str(ident)))
+
+
+def _text(value: Any) -> str | None:
+    """A scalar property as a clean string (names, model, provider...), or None."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else jsonable(value, 1000)
+    if not isinstance(text, str):
+        text = json.dumps(text, ensure_ascii=False)
+    return jsonable(text, 1000) if len(text) > 1000 or not text.isprintable() else text
+
+
+def _count(value: Any) -> int | None:
+    """A token count or status: a non-negative int, or None when unknown or invalid."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float) and math.isfinite(value) and value >= 0 and value.is_integer():
+        return int(value)
+    return None
+
+
+def _usd(value: Any) -> float | None:
+    """A cost in USD: a finite number, or None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _bare(event: dict[str, Any]) -> dict[str, Any]:

@@ -17,8 +17,11 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
+import inspect
 import json
 import math
+import types
+import typing
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -94,7 +97,9 @@ def _jsonable(value: Any, limit: int, seen: set[int], depth: int) -> Any:
         try:
             if isinstance(value, Mapping):
                 return {
-                    (k if type(k) is str else _key(k, limit)): _jsonable(v, limit, seen, depth + 1)
+                    (k if type(k) is str and k.isascii() else _key(k, limit)): _jsonable(
+                        v, limit, seen, depth + 1
+                    )
                     for k, v in list(value.items())
                 }
             return [_jsonable(v, limit, seen, depth + 1) for v in list(value)]
@@ -150,8 +155,13 @@ def _jsonable_other(value: Any, limit: int, seen: set[int], depth: int) -> Any:
 def _as_data(value: Any) -> Any:
     """A dict for pydantic models, dataclasses and SDK objects; None when there is none."""
     try:
+        if isinstance(value, types.SimpleNamespace):
+            return vars(value)
         if hasattr(value, "model_dump") and callable(value.model_dump):  # pydantic v2, SDKs
-            return value.model_dump(mode="json", exclude_none=True)
+            try:
+                return value.model_dump(mode="json", exclude_none=True)
+            except Exception:  # a field with no JSON form: let jsonable() handle it
+                return value.model_dump(exclude_none=True)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
         if hasattr(value, "dict") and callable(value.dict) and hasattr(value, "__fields__"):
@@ -194,8 +204,11 @@ def _messages(data: Any, role: str) -> list[Any]:
         if isinstance(data.get("messages"), list):  # {"messages": [...]} wrappers
             return _messages(data["messages"], role)
         if isinstance(data.get("choices"), list):  # an OpenAI ChatCompletion
-            return [_message(c.get("message") or c.get("delta") or c, "assistant")
-                    for c in data["choices"] if isinstance(c, dict)]
+            return [
+                _message(c.get("message") or c.get("delta") or c, "assistant")
+                for c in data["choices"]
+                if isinstance(c, dict)
+            ]
         if isinstance(data.get("output"), list) and data.get("object") == "response":
             return _responses_output(data["output"])  # OpenAI Responses API
         if _is_message(data):
@@ -212,18 +225,29 @@ def _messages(data: Any, role: str) -> list[Any]:
 
 
 def _is_message(item: Any) -> bool:
-    return isinstance(item, dict) and "role" in item and (
-        "content" in item or "tool_calls" in item or "parts" in item
+    return (
+        isinstance(item, dict)
+        and "role" in item
+        and ("content" in item or "tool_calls" in item or "parts" in item)
     )
 
 
+#: Keys of a message that PostHog shows; the rest of a provider object (ids, usage, model...)
+#: is noise in a prompt or completion.
+MESSAGE_KEYS = frozenset(
+    ("role", "content", "name", "tool_call_id", "tool_calls", "refusal", "audio", "parts")
+)
+
+
 def _message(msg: dict[str, Any], default_role: str) -> dict[str, Any]:
-    out = {k: v for k, v in msg.items() if v is not None}
+    out = {k: v for k, v in msg.items() if v is not None and k in MESSAGE_KEYS}
     out["role"] = str(msg.get("role") or default_role)
     content = msg.get("content")
     if content is None and isinstance(msg.get("parts"), list):  # Gemini-style parts
-        content = [{"type": "text", "text": p["text"]} if isinstance(p, dict) and "text" in p
-                   else p for p in msg["parts"]]
+        content = [
+            {"type": "text", "text": p["text"]} if isinstance(p, dict) and "text" in p else p
+            for p in msg["parts"]
+        ]
         out.pop("parts", None)
     parts: list[Any] | None = None
     if isinstance(content, list):
@@ -255,7 +279,7 @@ def _part(part: Any) -> Any:
 def _tool_call_part(call: Any) -> dict[str, Any]:
     if not isinstance(call, dict):
         return {"type": "function", "function": {"name": str(call), "arguments": ""}}
-    fn = call.get("function") if isinstance(call.get("function"), dict) else {}
+    fn: dict[str, Any] = call["function"] if isinstance(call.get("function"), dict) else {}
     name = fn.get("name") or call.get("name") or call.get("toolName") or call.get("tool_name")
     arguments = fn.get("arguments", call.get("arguments", call.get("args", call.get("input"))))
     part: dict[str, Any] = {
@@ -286,8 +310,15 @@ def _responses_output(items: list[Any]) -> list[Any]:
                 if isinstance(c, dict) and c.get("type") in ("output_text", "text"):
                     parts.append({"type": "text", "text": c.get("text", "")})
         elif item.get("type") == "function_call":
-            parts.append(_tool_call_part({"id": item.get("call_id"), "name": item.get("name"),
-                                          "arguments": item.get("arguments")}))
+            parts.append(
+                _tool_call_part(
+                    {
+                        "id": item.get("call_id"),
+                        "name": item.get("name"),
+                        "arguments": item.get("arguments"),
+                    }
+                )
+            )
     return [{"role": "assistant", "content": parts}]
 
 
@@ -310,16 +341,16 @@ def normalize_tools(tools: Any, limit: int = 1_000_000) -> list[Any] | None:
     out: list[Any] = []
     for tool in tools:
         if callable(tool) and not isinstance(tool, Mapping):
-            out.append({"type": "function", "function": {
-                "name": getattr(tool, "__name__", type(tool).__name__),
-                "description": (getattr(tool, "__doc__", None) or "").strip(),
-            }})
+            out.append(_function_tool(tool))
             continue
         data = jsonable(tool, limit)
         if isinstance(data, dict) and data.get("type") == "function" and "function" in data:
             out.append(data)
-        elif isinstance(data, dict) and "name" in data and data.get("type") in (None, "function",
-                                                                               "custom"):
+        elif (
+            isinstance(data, dict)
+            and "name" in data
+            and data.get("type") in (None, "function", "custom")
+        ):
             fn = {"name": data["name"]}
             if data.get("description"):
                 fn["description"] = data["description"]
@@ -332,11 +363,57 @@ def normalize_tools(tools: Any, limit: int = 1_000_000) -> list[Any] | None:
     return out or None
 
 
+_JSON_TYPES = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    list: "array",
+    tuple: "array",
+    set: "array",
+    dict: "object",
+}
+
+
+def _function_tool(fn: Any) -> dict[str, Any]:
+    """A Python function as an OpenAI function tool: name, docstring, and a JSON schema of its
+    parameters from the type hints (``str`` -> string, ``int`` -> integer...)."""
+    function: dict[str, Any] = {"name": getattr(fn, "__name__", type(fn).__name__)}
+    doc = inspect.getdoc(fn)
+    if doc:
+        function["description"] = doc
+    try:
+        signature = inspect.signature(fn)
+        hints = typing.get_type_hints(fn)
+    except Exception:  # no signature (a builtin) or unresolvable annotations
+        return {"type": "function", "function": function}
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for name, param in signature.parameters.items():
+        if name in ("self", "cls") or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        hint = hints.get(name)
+        origin = typing.get_origin(hint) or hint
+        json_type = _JSON_TYPES.get(origin) if isinstance(origin, type) else None
+        properties[name] = {"type": json_type} if json_type else {}
+        if param.default is param.empty:
+            required.append(name)
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    function["parameters"] = schema
+    return {"type": "function", "function": function}
+
+
 # --- size budget ----------------------------------------------------------------------------
 
 #: Properties shortened first when an event is over budget: the content, never the ids.
 CONTENT_KEYS = (
-    "$ai_input", "$ai_output_choices", "$ai_input_state", "$ai_output_state", "$ai_tools",
+    "$ai_input",
+    "$ai_output_choices",
+    "$ai_input_state",
+    "$ai_output_state",
+    "$ai_tools",
     "$ai_error",
 )
 
@@ -354,6 +431,8 @@ def shrink_event(event: dict[str, Any], max_bytes: int) -> dict[str, Any] | None
     props = event.get("properties")
     if not isinstance(props, dict):
         return None
+    # Work on a copy: nested values may be shared with the trace's other events.
+    props = event["properties"] = json.loads(json.dumps(props, ensure_ascii=False))
     for _ in range(64):
         found = _largest_string(props)
         if found is None:
@@ -389,13 +468,22 @@ def _largest_string(props: dict[str, Any]) -> tuple[Any, Any, str] | None:
     best: tuple[Any, Any, str] | None = None
     stack: list[Any] = [v for k, v in props.items() if _shrinkable(k)]
     for k, v in props.items():
-        if _shrinkable(k) and isinstance(v, str) and len(v) >= 32:
-            if best is None or len(v) > len(best[2]):
-                best = (props, k, v)
+        if (
+            _shrinkable(k)
+            and isinstance(v, str)
+            and len(v) >= 32
+            and (best is None or len(v) > len(best[2]))
+        ):
+            best = (props, k, v)
     while stack:
         node = stack.pop()
-        items: Any = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(
-            node, list) else ()
+        items: Any = (
+            node.items()
+            if isinstance(node, dict)
+            else enumerate(node)
+            if isinstance(node, list)
+            else ()
+        )
         for k, v in items:
             if isinstance(v, str):
                 if len(v) >= 32 and (best is None or len(v) > len(best[2])):

@@ -150,68 +150,160 @@ class Spec:
 
 
 SPECS: tuple[Spec, ...] = (
-    Spec("api_key", None, _optional_str,
-         "Project API key (`phc_...`). Missing: export is disabled with one warning; "
-         "recording still works.", env="POSTHOG_API_KEY", shown_default="env `POSTHOG_API_KEY`"),
-    Spec("host", US_HOST, _host,
-         "PostHog ingestion host; EU (`https://eu.i.posthog.com`) and self-hosted URLs work "
-         "the same way.", env="POSTHOG_HOST",
-         shown_default="env `POSTHOG_HOST`, else `https://us.i.posthog.com`"),
-    Spec("flush_at", None, _positive_int,
-         "Events per batch sent to PostHog.", shown_default="20 (serverless: 10)"),
-    Spec("flush_interval", None, _positive_float,
-         "Longest wait in seconds before a partial batch is sent.",
-         shown_default="10 (serverless: 2)"),
-    Spec("serverless", False, _bool,
-         "Smaller, faster batches and a bounded flush at the end of every request."),
-    Spec("default_distinct_id", "anonymous", _str,
-         "distinct_id when no user is known; such events also carry "
-         "`$process_person_profile: false`."),
-    Spec("privacy_mode", False, _bool,
-         "No prompt, completion, tool input/output or trace state leaves the process; "
-         "errors are reduced to their type and status."),
-    Spec("export", "thread", _export,
-         "`thread` (background batching), `celery` (a worker posts batches), `sync` "
-         "(inline, bounded), `console` / `file` (JSON lines for development), `memory` "
-         "(tests), `off`."),
-    Spec("export_file", "posthog-llm-trace.jsonl", _str,
-         "Path the `file` export appends JSON lines to (replay them with "
-         "`python -m posthog_llm_trace replay FILE`)."),
-    Spec("max_queue_size", 10_000, _positive_int,
-         "Events held in memory for export; past it new events are dropped and counted."),
-    Spec("sample_rate", 1.0, _rate,
-         "Share of traces exported, decided once at the root and carried into Celery tasks."),
-    Spec("mask", None, _callable,
-         "Callable applied to every content field (input, output, state, error) before export; "
-         "a callable or a dotted path."),
-    Spec("chunk_spans", False, _bool,
-         "Export each streamed segment (text, reasoning, tool call) as a `chunk` `$ai_span` "
-         "under its generation."),
-    Spec("ai_endpoint", False, _bool,
-         "Send to PostHog's AI lane `/i/v0/ai/batch/` (8 MiB per event); falls back to "
-         "`/batch/` when the host answers 404."),
-    Spec("max_event_bytes", 900_000, _positive_int,
-         "Per-event size budget: larger content fields are truncated with a marker, "
-         "the event is never dropped for size."),
+    Spec(
+        "api_key",
+        None,
+        _optional_str,
+        "Project API key (`phc_...`). Missing: export is disabled with one warning; "
+        "recording still works.",
+        env="POSTHOG_API_KEY",
+        shown_default="env `POSTHOG_API_KEY`",
+    ),
+    Spec(
+        "host",
+        US_HOST,
+        _host,
+        "PostHog ingestion host; EU (`https://eu.i.posthog.com`) and self-hosted URLs work "
+        "the same way.",
+        env="POSTHOG_HOST",
+        shown_default="env `POSTHOG_HOST`, else `https://us.i.posthog.com`",
+    ),
+    Spec(
+        "flush_at",
+        None,
+        _positive_int,
+        "Events per batch sent to PostHog.",
+        shown_default="20 (serverless: 10)",
+    ),
+    Spec(
+        "flush_interval",
+        None,
+        _positive_float,
+        "Longest wait in seconds before a partial batch is sent.",
+        shown_default="10 (serverless: 2)",
+    ),
+    Spec(
+        "serverless",
+        False,
+        _bool,
+        "Smaller, faster batches and a bounded flush at the end of every request.",
+    ),
+    Spec(
+        "default_distinct_id",
+        "anonymous",
+        _str,
+        "distinct_id when no user is known; such events also carry "
+        "`$process_person_profile: false`.",
+    ),
+    Spec(
+        "privacy_mode",
+        False,
+        _bool,
+        "No prompt, completion, tool input/output or trace state leaves the process; "
+        "errors are reduced to their type and status.",
+    ),
+    Spec(
+        "export",
+        "thread",
+        _export,
+        "`thread` (background batching), `celery` (a worker posts batches), `sync` "
+        "(inline, bounded), `console` / `file` (JSON lines for development), `memory` "
+        "(tests), `off`.",
+    ),
+    Spec(
+        "export_file",
+        "posthog-llm-trace.jsonl",
+        _str,
+        "Path the `file` export appends JSON lines to (replay them with "
+        "`python -m posthog_llm_trace replay FILE`).",
+    ),
+    Spec(
+        "max_queue_size",
+        10_000,
+        _positive_int,
+        "Events held in memory for export; past it new events are dropped and counted.",
+    ),
+    Spec(
+        "sample_rate",
+        1.0,
+        _rate,
+        "Share of traces exported, decided once at the root and carried into Celery tasks.",
+    ),
+    Spec(
+        "mask",
+        None,
+        _callable,
+        "Callable applied to every content field (input, output, state, error) before export; "
+        "a callable or a dotted path.",
+    ),
+    Spec(
+        "chunk_spans",
+        False,
+        _bool,
+        "Export each streamed segment (text, reasoning, tool call) as a `chunk` `$ai_span` "
+        "under its generation.",
+    ),
+    Spec(
+        "ai_endpoint",
+        False,
+        _bool,
+        "Send to PostHog's AI lane `/i/v0/ai/batch/` (8 MiB per event); falls back to "
+        "`/batch/` when the host answers 404.",
+    ),
+    Spec(
+        "max_event_bytes",
+        900_000,
+        _positive_int,
+        "Per-event size budget: larger content fields are truncated with a marker, "
+        "the event is never dropped for size.",
+    ),
     Spec("gzip", True, _bool, "Compress request bodies with gzip."),
     Spec("timeout", 10.0, _positive_float, "HTTP timeout in seconds for one request."),
-    Spec("max_retries", 5, _non_negative_int,
-         "Retries of a failed batch (network error, 408, 429, 5xx) with exponential backoff "
-         "and jitter, honouring `Retry-After`."),
-    Spec("shutdown_timeout", 5.0, _positive_float,
-         "Budget in seconds of the flush at interpreter exit (and at Celery worker exit)."),
-    Spec("celery_queue", None, _optional_str,
-         "Queue the `celery` export task is routed to (default: Celery's default queue)."),
-    Spec("request_filter", None, _callable,
-         "Callable `(request) -> bool`; a request for which it returns False is not traced."),
-    Spec("distinct_id_resolver", None, _callable,
-         "Callable `(request) -> str | None` that returns the distinct_id for a request "
-         "(default: the authenticated user's primary key)."),
-    Spec("distinct_id_header", False, _bool,
-         "Trust `X-POSTHOG-DISTINCT-ID` from the client. Off by default: a header is not "
-         "authentication."),
-    Spec("session_replay_header", True, _bool,
-         "Copy the browser's `X-POSTHOG-SESSION-ID` header into `$session_id` to link replays."),
+    Spec(
+        "max_retries",
+        5,
+        _non_negative_int,
+        "Retries of a failed batch (network error, 408, 429, 5xx) with exponential backoff "
+        "and jitter, honouring `Retry-After`.",
+    ),
+    Spec(
+        "shutdown_timeout",
+        5.0,
+        _positive_float,
+        "Budget in seconds of the flush at interpreter exit (and at Celery worker exit).",
+    ),
+    Spec(
+        "celery_queue",
+        None,
+        _optional_str,
+        "Queue the `celery` export task is routed to (default: Celery's default queue).",
+    ),
+    Spec(
+        "request_filter",
+        None,
+        _callable,
+        "Callable `(request) -> bool`; a request for which it returns False is not traced.",
+    ),
+    Spec(
+        "distinct_id_resolver",
+        None,
+        _callable,
+        "Callable `(request) -> str or None` that returns the distinct_id for a request "
+        "(default: the authenticated user's primary key).",
+    ),
+    Spec(
+        "distinct_id_header",
+        False,
+        _bool,
+        "Trust `X-POSTHOG-DISTINCT-ID` from the client. Off by default: a header is not "
+        "authentication.",
+    ),
+    Spec(
+        "session_replay_header",
+        True,
+        _bool,
+        "Copy the browser's `X-POSTHOG-SESSION-ID` header into `$session_id` to link replays.",
+    ),
 )
 
 _BY_NAME = {spec.name: spec for spec in SPECS}
@@ -300,11 +392,11 @@ def build_settings(*layers: Layer, environ: Mapping[str, str] | None = None) -> 
             spec = _BY_NAME.get(key)
             if spec is None:
                 if layer.strict:
-                    raise ConfigurationError(_unknown(layer.spell(key), key))
+                    raise ConfigurationError(_unknown(layer, key))
                 continue
             try:
                 resolved[key] = spec.check(raw)
-            except ValueError as exc:
+            except (ValueError, TypeError) as exc:
                 shown = "***" if key == "api_key" else repr(raw)
                 raise ConfigurationError(f"{layer.spell(key)} {exc}, got {shown}") from None
     serverless = resolved.get("serverless", False)
@@ -316,10 +408,12 @@ def build_settings(*layers: Layer, environ: Mapping[str, str] | None = None) -> 
     return Settings(**resolved)
 
 
-def _unknown(spelled: str, key: str) -> str:
-    close = difflib.get_close_matches(key, list(_BY_NAME), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"{spelled} is not a posthog-llm-trace setting{hint}"
+def _unknown(layer: Layer, key: str) -> str:
+    """The error for an unknown key, suggesting the closest setting spelled as its source
+    spells it (``flush_at``, ``POSTHOG_LLM_TRACE['FLUSH_AT']``, ``POSTHOG_LLM_TRACE_FLUSH_AT``)."""
+    close = difflib.get_close_matches(str(key), list(_BY_NAME), n=1)
+    hint = f"; did you mean {layer.spell(close[0])}?" if close else ""
+    return f"{layer.spell(key)} is not a posthog-llm-trace setting{hint}"
 
 
 def from_mapping_upper(values: Mapping[str, Any], spelled_as: str) -> Layer:
@@ -336,7 +430,7 @@ def from_prefixed(config: Mapping[str, Any], prefix: str = "POSTHOG_LLM_TRACE_")
     values: dict[str, Any] = {}
     for key, value in config.items():
         if key.startswith(prefix):
-            values[key[len(prefix):].lower()] = value
+            values[key[len(prefix) :].lower()] = value
     for spec in SPECS:
         if spec.env and spec.env in config:
             values[spec.name] = config[spec.env]

@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import itertools
+import os
 import random
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import context
@@ -41,20 +43,74 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 #: Span kinds. ``generation`` becomes ``$ai_generation``, ``embedding`` ``$ai_embedding``, every
 #: other kind an ``$ai_span`` with the kind in ``$ai_span_type``.
 KINDS = (
-    "generation", "embedding", "tool", "agent", "workflow", "step", "chunk", "retrieval", "span",
+    "generation",
+    "embedding",
+    "tool",
+    "agent",
+    "workflow",
+    "step",
+    "chunk",
+    "retrieval",
+    "span",
 )
+
+_KIND_SET = frozenset(KINDS)
 
 #: A trace hands its spans over early once this many have finished, so that a long-running
 #: trace (a worker loop, an agent with thousands of steps) never holds them all in memory.
 SPANS_PER_HANDOVER = 500
 
 
-def _new_id() -> str:
-    return str(uuid.uuid4())
+def _id_prefix() -> str:
+    bits = random.SystemRandom().getrandbits
+    # 8-4-4-4 hex digits of a version 4, RFC 4122 variant UUID: 74 random bits.
+    return "%08x-%04x-4%03x-%04x-" % (bits(32), bits(16), bits(12), bits(14) | 0x8000)  # noqa: UP031
+
+
+class _Ids:
+    """Span and trace ids: UUID strings made of a random per-process prefix and a counter.
+
+    This runs on the request thread for every span, where ``str(uuid.uuid4())`` (an urandom
+    call and a pure-Python object) costs several microseconds; this costs a tenth of that. Ids
+    must be unique, not secret: 74 random bits per process keep processes apart, the counter
+    (atomic under the GIL) keeps ids within a process apart, and a forked child (a preloaded
+    gunicorn worker, a Celery prefork child) draws a new prefix."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.prefix = _id_prefix()
+        self.counter = itertools.count(random.getrandbits(40))
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+class _Locks:
+    """One lock for every trace's span list, held for a few bytecodes at a time (a lock per
+    trace would be one more object for the garbage collector to walk per queued trace)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        # In a forked child the lock may have been held by a thread that does not exist there.
+        self.handover = threading.Lock()
+
+
+_new_id = _Ids()
+_locks = _Locks()
+#: The span list of an ended trace: never appended to (``_add`` checks ``_ended`` first).
+_ENDED: list[Any] = []
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_id.reset)
+    os.register_at_fork(after_in_child=_locks.reset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +142,31 @@ class ErrorInfo:
         return cls("Error", str(error))
 
 
+def _safe_str(value: Any) -> str:
+    """``str(value)`` for ids and names from the application, which must never raise into it."""
+    if type(value) is str:
+        return value
+    try:
+        return str(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
 def _status_of(exc: BaseException) -> int | None:
-    for candidate in (
-        getattr(exc, "status_code", None),
-        getattr(getattr(exc, "response", None), "status_code", None),
-        getattr(exc, "status", None),
-        getattr(exc, "code", None),
-    ):
-        if isinstance(candidate, int) and not isinstance(candidate, bool) and (
-            100 <= candidate <= 599
+    try:
+        candidates = (
+            getattr(exc, "status_code", None),
+            getattr(getattr(exc, "response", None), "status_code", None),
+            getattr(exc, "status", None),
+            getattr(exc, "code", None),
+        )
+    except Exception:  # an exception class with a hostile __getattr__
+        return None
+    for candidate in candidates:
+        if (
+            isinstance(candidate, int)
+            and not isinstance(candidate, bool)
+            and (100 <= candidate <= 599)
         ):
             return candidate
     return None
@@ -122,12 +194,29 @@ class TraceRecord:
 
     @property
     def event_count(self) -> int:
-        return len(self.spans) + (1 if self.emit_trace_event else 0) + sum(
-            len(s._segments) for s in self.spans if isinstance(s, Generation)
-        )
+        """How many events this record renders to, at most (chunk spans included)."""
+        count = len(self.spans) + (1 if self.emit_trace_event else 0)
+        for span in self.spans:
+            segments = getattr(span, "_segments", None)
+            if segments:
+                count += len(segments)
+        return count
 
 
 UNSET: Any = object()
+_NO_COST: Mapping[str, float] = MappingProxyType({})
+
+
+_get_client: Callable[[], Client] | None = None
+
+
+def _default_client() -> Client:
+    global _get_client
+    if _get_client is None:
+        from .client import get_client  # a cycle: client.py imports this module
+
+        _get_client = get_client  # later calls skip the import statement (2 µs)
+    return _get_client()
 
 
 class _Timed:
@@ -167,10 +256,30 @@ class Trace(_Timed):
     """
 
     __slots__ = (
-        "_distinct_explicit", "_distinct_id", "_ended", "_had_children", "_lock",
-        "_session_explicit", "_session_id", "_spans", "_token", "_token_previous", "client",
-        "emit_trace_event", "error", "groups", "id", "implicit", "input_state", "name",
-        "output_state", "parent_id", "properties", "recording", "replay_session_id", "sampled",
+        "_distinct_explicit",
+        "_distinct_id",
+        "_ended",
+        "_had_children",
+        "_session_explicit",
+        "_session_id",
+        "_spans",
+        "_token",
+        "_token_previous",
+        "_trace_sent",
+        "client",
+        "emit_trace_event",
+        "error",
+        "groups",
+        "id",
+        "implicit",
+        "input_state",
+        "name",
+        "output_state",
+        "parent_id",
+        "properties",
+        "recording",
+        "replay_session_id",
+        "sampled",
     )
 
     def __init__(
@@ -189,36 +298,38 @@ class Trace(_Timed):
         emit_trace_event: bool = True,
         implicit: bool = False,
     ) -> None:
-        super().__init__()
-        from .client import get_client
-
-        self.client = client or get_client()
+        # Attributes are set inline, not through helpers: this runs once per request.
+        self.start_time = time.time()
+        self._start_perf = time.perf_counter()
+        self.end_time = self._end_perf = 0.0
+        self.client = client = client or _default_client()
         self.id = trace_id or _new_id()
         self.name = name
-        self._distinct_id = None if distinct_id is None else str(distinct_id)
-        self._session_id = None if session_id is None else str(session_id)
+        self._distinct_id = None if distinct_id is None else _safe_str(distinct_id)
+        self._session_id = None if session_id is None else _safe_str(session_id)
         self._distinct_explicit = distinct_id is not None
         self._session_explicit = session_id is not None
         self.replay_session_id: str | None = None
-        self.properties: dict[str, Any] = dict(properties or {})
-        self.groups: dict[str, Any] = dict(groups or {})
-        self.input_state = snapshot(input)
+        self.properties: dict[str, Any] = dict(properties) if properties else {}
+        self.groups: dict[str, Any] = dict(groups) if groups else {}
+        self.input_state = None if input is None else snapshot(input)
         self.output_state: Any = None
         self.error: ErrorInfo | None = None
         #: The span this trace continues (a Celery task started from a request's span).
         self.parent_id = parent_id
-        rate = self.client.settings.sample_rate
-        self.sampled = sampled if sampled is not None else (rate >= 1.0 or random.random() < rate)
-        self.recording = self.sampled and self.client.recording
+        if sampled is None:
+            rate = client.settings.sample_rate
+            sampled = rate >= 1.0 or random.random() < rate
+        self.sampled = sampled
+        self.recording = sampled and client.recording
         self.emit_trace_event = emit_trace_event
         self.implicit = implicit
         self._spans: list[Span] = []
         self._had_children = False
+        self._trace_sent = False
         self._ended = False
-        self._lock = threading.Lock()
         self._token: Any = None
         self._token_previous: Any = None
-        self._stamp_start()
 
     # Identity the application sets wins over what an adapter resolves at the end (bind()).
     @property
@@ -228,7 +339,7 @@ class Trace(_Timed):
 
     @distinct_id.setter
     def distinct_id(self, value: Any) -> None:
-        self._distinct_id = None if value is None else str(value)
+        self._distinct_id = None if value is None else _safe_str(value)
         self._distinct_explicit = True
 
     @property
@@ -238,7 +349,7 @@ class Trace(_Timed):
 
     @session_id.setter
     def session_id(self, value: Any) -> None:
-        self._session_id = None if value is None else str(value)
+        self._session_id = None if value is None else _safe_str(value)
         self._session_explicit = True
 
     def __repr__(self) -> str:
@@ -273,9 +384,9 @@ class Trace(_Timed):
     def bind(self, *, distinct_id: str | None = None, session_id: str | None = None) -> None:
         """Identity resolved by a framework adapter. Values the application set win."""
         if distinct_id is not None and not self._distinct_explicit:
-            self._distinct_id = str(distinct_id)
+            self._distinct_id = _safe_str(distinct_id)
         if session_id is not None and not self._session_explicit:
-            self._session_id = str(session_id)
+            self._session_id = _safe_str(session_id)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -310,40 +421,50 @@ class Trace(_Timed):
 
     def _add(self, span: Span) -> None:
         """Called by a span when it ends."""
-        if self._ended:
-            # A span that outlived its trace (a thread still running after the response):
-            # export it on its own so nothing is lost.
-            self.client.submit(self._record([span], emit=False))
-            return
-        with self._lock:
-            self._spans.append(span)
-            if len(self._spans) < SPANS_PER_HANDOVER:
-                return
-            spans, self._spans = self._spans, []
-            self._had_children = True
-        self.client.submit(self._record(spans, emit=False))
+        emit = False
+        with _locks.handover:
+            if self._ended:
+                # A span that outlived its trace (a thread still running after the response):
+                # export it on its own so nothing is lost -- with the trace event, if the trace
+                # had nothing to send when it ended.
+                spans = [span]
+                emit = self.emit_trace_event and not self._trace_sent
+                self._trace_sent = True
+            else:
+                self._spans.append(span)
+                if len(self._spans) < SPANS_PER_HANDOVER:
+                    return
+                spans, self._spans = self._spans, []
+                self._had_children = True
+        self.client.submit(self._record(spans, emit=emit))
 
     def end(self) -> None:
         """Finish the trace and hand its spans to the exporter. Idempotent."""
-        if self._ended:
-            return
-        self._stamp_end()
-        with self._lock:
+        with _locks.handover:
+            if self._ended:
+                return
             self._ended = True
-            spans, self._spans = self._spans, []
-        if not self.recording or not (spans or self._had_children):
-            return  # a request that recorded nothing sends nothing
-        self.client.submit(self._record(spans, emit=self.emit_trace_event))
+            spans, self._spans = self._spans, _ENDED
+            # A request that recorded nothing sends nothing (unless a span it started ends
+            # later: see _add).
+            send = self.recording and bool(spans or self._had_children)
+            if send:
+                self._trace_sent = True
+        self._stamp_end()
+        if send:
+            self.client.submit(self._record(spans, emit=self.emit_trace_event, final=True))
 
-    def _record(self, spans: list[Span], *, emit: bool) -> TraceRecord:
+    def _record(self, spans: list[Span], *, emit: bool, final: bool = False) -> TraceRecord:
+        # The final record may share the ended trace's dicts; an early one gets copies, since
+        # the application may still change them.
         return TraceRecord(
             trace_id=self.id,
             name=self.name,
             distinct_id=self.distinct_id,
             session_id=self.session_id,
             replay_session_id=self.replay_session_id,
-            properties=dict(self.properties),
-            groups=dict(self.groups),
+            properties=self.properties if final else dict(self.properties),
+            groups=self.groups if final else dict(self.groups),
             start=self.start_time,
             end=self.end_time or time.time(),
             latency=self.latency,
@@ -364,8 +485,18 @@ class Span(_Timed):
     """
 
     __slots__ = (
-        "_implicit", "_previous", "_token", "error", "id", "input", "kind", "name", "output",
-        "parent_id", "properties", "trace",
+        "_implicit",
+        "_previous",
+        "_token",
+        "error",
+        "id",
+        "input",
+        "kind",
+        "name",
+        "output",
+        "parent_id",
+        "properties",
+        "trace",
     )
 
     default_kind = "span"
@@ -378,9 +509,9 @@ class Span(_Timed):
         input: Any = UNSET,
         properties: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        self.start_time = self.end_time = self._start_perf = self._end_perf = 0.0
         kind = kind or self.default_kind
-        if kind not in KINDS:
+        if kind not in _KIND_SET:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         self.kind = kind
         self.name = name or kind
@@ -425,15 +556,23 @@ class Span(_Timed):
 
     def start(self) -> Span:
         """Open the span under the current span or trace (or an implicit trace)."""
-        parent = context.current_node()
-        if parent is None or parent.trace.ended:
-            self._implicit = Trace(self.name, implicit=True)
-            parent = self._implicit
-        self.trace = parent.trace
-        self.parent_id = parent.id
-        self.id = _new_id()
-        self._stamp_start()
+        self._open(context.current_node())
         return self
+
+    def _open(self, parent: Trace | Span | None) -> None:
+        trace = None if parent is None else parent.trace
+        if trace is None or trace._ended:
+            self._implicit = trace = parent = Trace(self.name, implicit=True)
+        self.trace = trace
+        # Top-level spans point at the trace id -- or, in a trace continued from another
+        # process (a Celery task), at the span that started it there.
+        if parent is None or parent is trace:
+            self.parent_id = trace.parent_id or trace.id
+        else:
+            self.parent_id = parent.id
+        self.id = _new_id()
+        self.start_time = time.time()
+        self._start_perf = time.perf_counter()
 
     def end(self, error: BaseException | ErrorInfo | str | None = None) -> None:
         """Finish the span. Idempotent."""
@@ -453,8 +592,8 @@ class Span(_Timed):
         """Hook for subclasses: last chance to settle state before the span is handed over."""
 
     def __enter__(self) -> Span:
-        self.start()
-        self._previous = context.current_node()
+        self._previous = previous = context.current_node()
+        self._open(previous)
         self._token = context.activate(self)
         return self
 
@@ -503,6 +642,9 @@ class Span(_Timed):
         if self.output is UNSET:
             self.output = snapshot(result)
 
+    def _record_item(self, item: Any) -> None:
+        """An item yielded by a decorated generator (a generation streams its text)."""
+
     def __call__(self, fn: F) -> F:
         """Decorate ``fn``: each call runs in a new span whose input is the call's arguments and
         whose output is the return value."""
@@ -526,12 +668,80 @@ class Span(_Timed):
 
             @functools.wraps(fn)
             def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                # The span is current only while the generator's own code runs: between items
+                # the caller's context must not see it (the caller may never resume it).
                 span = template._copy()
                 span._record_call(fn, args, kwargs)
-                with span:
-                    return (yield from fn(*args, **kwargs))
+                span.start()
+                error: BaseException | None = None
+                try:
+                    gen = fn(*args, **kwargs)
+                    step: Callable[[Any], Any] = gen.send
+                    value: Any = None
+                    while True:
+                        try:
+                            item = _in_span(span, step, value)
+                        except StopIteration as stop:
+                            return stop.value
+                        step, value = gen.send, None
+                        span._record_item(item)
+                        try:
+                            value = yield item
+                        except GeneratorExit:
+                            _in_span(span, gen.close)
+                            raise
+                        except BaseException as exc:
+                            step, value = gen.throw, exc
+                except GeneratorExit:
+                    raise
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    span.end(error)
 
             return cast("F", gen_wrapper)
+
+        if inspect.isasyncgenfunction(fn):
+
+            @functools.wraps(fn)
+            async def agen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                # As for generators: current only while the generator's own code runs.
+                span = template._copy()
+                span._record_call(fn, args, kwargs)
+                span.start()
+                error: BaseException | None = None
+                try:
+                    agen = fn(*args, **kwargs)
+                    step: Callable[[Any], Any] = agen.asend
+                    value: Any = None
+                    while True:
+                        previous = context.current_node()
+                        token = context.activate(span)
+                        try:
+                            item = await step(value)
+                        except StopAsyncIteration:
+                            return
+                        finally:
+                            context.restore(token, previous)
+                        step, value = agen.asend, None
+                        span._record_item(item)
+                        try:
+                            value = yield item
+                        except GeneratorExit:
+                            await agen.aclose()
+                            raise
+                        except BaseException as exc:
+                            step, value = agen.athrow, exc
+                except GeneratorExit:
+                    raise
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    span.end(error)
+
+            return cast("F", agen_wrapper)
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -545,16 +755,26 @@ class Span(_Timed):
         return cast("F", wrapper)
 
 
+def _in_span(span: Span, fn: Callable[..., T], *args: Any) -> T:
+    previous = context.current_node()
+    token = context.activate(span)
+    try:
+        return fn(*args)
+    finally:
+        context.restore(token, previous)
+
+
 def _call_arguments(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """The call's arguments by parameter name, without ``self`` / ``cls``."""
     try:
         bound = inspect.signature(fn).bind_partial(*args, **kwargs)
     except (TypeError, ValueError):
-        return {"args": list(args), "kwargs": dict(kwargs)} if kwargs else list(args)
+        return snapshot({"args": list(args), "kwargs": dict(kwargs)} if kwargs else list(args))
     arguments = dict(bound.arguments)
     first = next(iter(arguments), None)
     if first in ("self", "cls"):
         arguments.pop(first)
-    return arguments
+    return snapshot(arguments)
 
 
 class Generation(Span):
@@ -562,8 +782,18 @@ class Generation(Span):
     when the application knows them, real costs."""
 
     __slots__ = (
-        "_first_token_perf", "_segments", "base_url", "cost", "http_status", "model",
-        "model_parameters", "provider", "stop_reason", "stream", "tools", "usage",
+        "_first_token_perf",
+        "_segments",
+        "base_url",
+        "cost",
+        "http_status",
+        "model",
+        "model_parameters",
+        "provider",
+        "stop_reason",
+        "stream",
+        "tools",
+        "usage",
     )
 
     default_kind = "generation"
@@ -589,12 +819,12 @@ class Generation(Span):
         self.base_url = base_url
         self.stream = stream
         self.usage: dict[str, Any] = {}
-        self.cost: dict[str, float] = {}
+        self.cost: Mapping[str, float] = _NO_COST  # a dict once set_cost() is called
         self.stop_reason: str | None = None
         self.http_status: int | None = None
         self._first_token_perf = 0.0
         #: Streamed segments: [kind, start_wall, start_perf, end_wall, end_perf, parts, meta]
-        self._segments: list[list[Any]] = []
+        self._segments: list[list[Any]] | None = None
 
     def set_model(self, model: str, provider: str | None = None) -> None:
         self.model = model
@@ -628,18 +858,21 @@ class Generation(Span):
         """Token counts. ``input_tokens`` is gross (cache reads and writes included), the way
         OpenAI reports it. Pass a provider's usage object (OpenAI Chat or Responses, Anthropic)
         as ``usage`` to have it read for you. Counts you do not know: leave them out."""
+        counts = self.usage
         if usage is not None:
-            self.usage.update(_usage_from(usage))
-        for key, value in (
-            ("input_tokens", input_tokens),
-            ("output_tokens", output_tokens),
-            ("cache_read_input_tokens", cache_read_input_tokens),
-            ("cache_creation_input_tokens", cache_creation_input_tokens),
-            ("reasoning_tokens", reasoning_tokens),
-            ("web_search_count", web_search_count),
-        ):
-            if value is not None:
-                self.usage[key] = value
+            counts.update(_usage_from(usage))
+        if input_tokens is not None:
+            counts["input_tokens"] = input_tokens
+        if output_tokens is not None:
+            counts["output_tokens"] = output_tokens
+        if cache_read_input_tokens is not None:
+            counts["cache_read_input_tokens"] = cache_read_input_tokens
+        if cache_creation_input_tokens is not None:
+            counts["cache_creation_input_tokens"] = cache_creation_input_tokens
+        if reasoning_tokens is not None:
+            counts["reasoning_tokens"] = reasoning_tokens
+        if web_search_count is not None:
+            counts["web_search_count"] = web_search_count
 
     def set_cost(
         self,
@@ -650,9 +883,11 @@ class Generation(Span):
     ) -> None:
         """Real costs, when the application knows them (a gateway's bill). Otherwise PostHog
         prices the generation from model, provider and tokens."""
+        cost = dict(self.cost)
         for key, value in (("input", input_usd), ("output", output_usd), ("total", total_usd)):
             if value is not None:
-                self.cost[key] = value
+                cost[key] = value
+        self.cost = cost
 
     def chunk(
         self,
@@ -665,10 +900,14 @@ class Generation(Span):
         """One streamed piece. The first sets the time to first token; text pieces add up to
         the output unless ``set_output`` is called. ``kind`` is ``text``, ``reasoning`` or
         ``tool_call`` (``delta`` then being a piece of the call's JSON arguments)."""
+        if type(delta) is not str:
+            delta = "" if delta is None else _safe_str(delta)
         now = time.perf_counter()
         if not self._first_token_perf:
             self._first_token_perf = now
         segments = self._segments
+        if segments is None:
+            segments = self._segments = []
         last = segments[-1] if segments else None
         if (
             last is None
@@ -691,17 +930,23 @@ class Generation(Span):
                 # carry timestamps consistent with their latency.
                 segment[3] = wall_now - (perf_now - segment[4])
 
+    def _record_item(self, item: Any) -> None:
+        if isinstance(item, str):
+            self.chunk(item)
+
     def _record_result(self, result: Any) -> None:
         super()._record_result(result)
-        usage = getattr(result, "usage", None) if not isinstance(result, dict) else result.get(
-            "usage")
+        # A provider response also says what it cost and which model answered.
+        get = result.get if isinstance(result, dict) else functools.partial(getattr, result)
+        try:
+            usage = get("usage", None)
+            model = get("model", None)
+        except Exception:
+            return
         if usage is not None and not self.usage:
             self.usage.update(_usage_from(usage))
-        if self.model is None:
-            model = getattr(result, "model", None) if not isinstance(result, dict) else (
-                result.get("model"))
-            if isinstance(model, str):
-                self.model = model
+        if self.model is None and isinstance(model, str):
+            self.model = model
 
     @property
     def time_to_first_token(self) -> float | None:
@@ -711,10 +956,11 @@ class Generation(Span):
 
     def streamed_output(self) -> dict[str, Any] | None:
         """The assistant message built from text and tool-call chunks."""
-        text = "".join("".join(s[5]) for s in self._segments if s[0] == "text")
+        segments = self._segments or ()
+        text = "".join("".join(s[5]) for s in segments if s[0] == "text")
         calls = [
             {"id": s[6][0], "function": {"name": s[6][1], "arguments": "".join(s[5])}}
-            for s in self._segments
+            for s in segments
             if s[0] == "tool_call"
         ]
         if not text and not calls:
@@ -726,7 +972,15 @@ class Generation(Span):
 
 
 def _usage_from(usage: Any) -> dict[str, int]:
-    """Token counts from an OpenAI (Chat or Responses) or Anthropic usage object or dict."""
+    """Token counts from an OpenAI (Chat or Responses) or Anthropic usage object or dict; an
+    empty dict for anything else (never an exception)."""
+    try:
+        return _read_usage(usage)
+    except Exception:
+        return {}
+
+
+def _read_usage(usage: Any) -> dict[str, int]:
 
     def get(obj: Any, key: str) -> Any:
         return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
@@ -790,7 +1044,7 @@ class Embedding(Span):
         self.provider = provider
         self.base_url = base_url
         self.usage: dict[str, Any] = {}
-        self.cost: dict[str, float] = {}
+        self.cost: Mapping[str, float] = _NO_COST
         self.http_status: int | None = None
 
     def set_usage(self, usage: Any = None, *, input_tokens: int | None = None) -> None:
@@ -800,10 +1054,12 @@ class Embedding(Span):
             self.usage["input_tokens"] = input_tokens
 
     def set_cost(self, *, input_usd: float | None = None, total_usd: float | None = None) -> None:
+        cost = dict(self.cost)
         if input_usd is not None:
-            self.cost["input"] = input_usd
+            cost["input"] = input_usd
         if total_usd is not None:
-            self.cost["total"] = total_usd
+            cost["total"] = total_usd
+        self.cost = cost
 
     def set_http_status(self, status: int) -> None:
         self.http_status = status

@@ -42,8 +42,11 @@ class CapturedEvents(list[dict[str, Any]]):
         return [e for e in self if e["event"] == event]
 
     def by_span_name(self, name: str) -> dict[str, Any]:
-        """The one event whose ``$ai_span_name`` is ``name``."""
-        found = [e for e in self if e["properties"].get("$ai_span_name") == name]
+        """The one span event (``$ai_generation``, ``$ai_span``...) whose ``$ai_span_name`` is
+        ``name``; the ``$ai_trace`` of that name only if no span has it (the implicit trace
+        around a lone span is named after it)."""
+        named = [e for e in self if e["properties"].get("$ai_span_name") == name]
+        found = [e for e in named if e["event"] != "$ai_trace"] or named
         if len(found) != 1:
             raise LookupError(f"{len(found)} events are named {name!r}")
         return found[0]
@@ -78,7 +81,7 @@ class _Live(CapturedEvents):
 
     def __eq__(self, other: object) -> bool:
         self._sync()
-        return list.__eq__(self, other)  # type: ignore[arg-type]
+        return list.__eq__(self, other)
 
     def __repr__(self) -> str:
         self._sync()

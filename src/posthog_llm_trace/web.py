@@ -98,6 +98,13 @@ class RequestTrace:
     def fail(self, error: BaseException | ErrorInfo | str) -> None:
         self.trace.set_error(error)
 
+    @property
+    def recorded(self) -> bool:
+        """Whether a span has been recorded so far (so the trace will be exported): adapters
+        skip identity lookups and session writes for requests that record nothing."""
+        trace = self.trace
+        return trace.recording and bool(trace._spans or trace._had_children)
+
     def finish(
         self,
         *,

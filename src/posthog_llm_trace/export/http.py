@@ -8,10 +8,12 @@ reason of an :meth:`~HttpTransport.abort`: ``shutdown`` / ``at_exit``).
 Wire behaviour (see ``research/posthog.md`` section 2):
 
 - Body ``{"api_key", "batch", "sent_at"}``; ``sent_at`` is stamped at send time on every attempt
-  because the server corrects clock skew with it. Each event is serialised once; a retry only
-  re-stamps ``sent_at`` (and, thanks to :meth:`zlib.Compress.copy`, does not gzip the batch again).
-- gzip with ``Content-Encoding: gzip`` when ``settings.gzip``. Level 3: on ~1 KB LLM events it
-  compresses within a few percent of level 6 at about twice the speed (see ``bench/``).
+  because the server corrects clock skew with it. A batch is serialised with one encoder call; a
+  retry only re-stamps ``sent_at`` (and, thanks to :meth:`zlib.Compress.copy`, does not gzip the
+  batch again).
+- gzip with ``Content-Encoding: gzip`` when ``settings.gzip``, at level 2: on ~1 KB LLM events
+  it shrinks bodies about 4x for ~9 us per event on a small VM, where level 6 gets 5x for ~34 us
+  (measured with ``bench/bench_export.py``'s events); CPU on the web host is dearer than bytes.
 - A request body stays under ~5 MiB of JSON (posthog-python's ``BATCH_SIZE_LIMIT``), far below the
   server's 20 MB, so one slow request never holds a huge batch hostage.
 - Retries for network errors, 408, 429 and 5xx: ``min(2**n, 30)`` seconds with jitter, a
@@ -41,6 +43,7 @@ The API key only ever goes into request bodies: never into logs, reprs or except
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 import http.client
 import json
@@ -57,7 +60,8 @@ import weakref
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+
 from ..settings import Settings
 from ..stats import Stats
 from .base import Event
@@ -86,7 +90,7 @@ MAX_BODY_BYTES = 5 * 1024 * 1024
 #: The AI lane's per-event ceiling (``ai_max_event_bytes``), less room for the envelope.
 AI_MAX_EVENT_BYTES = 8 * 1024 * 1024 - 64 * 1024
 MAX_BACKOFF = 30.0
-GZIP_LEVEL = 3
+GZIP_LEVEL = 2
 
 _RETRYABLE_STATUS = frozenset({408, 429})
 # Errors that mean a kept-alive connection was closed by the server while idle: the request never
@@ -97,7 +101,22 @@ _STALE_CONNECTION_ERRORS = (
     ConnectionAbortedError,
     BrokenPipeError,
 )
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
+# UTF-8 JSON, not \u-escaped ASCII: PostHog measures an event's size in UTF-8 bytes (so does the
+# core's shrink), and escaping would triple the size of non-Latin text. No circular-reference
+# bookkeeping: the core hands us plain JSON data, and a cycle still ends in a RecursionError.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False, ensure_ascii=False)
+
+
+def _encode(value: object) -> bytes:
+    """Compact JSON in UTF-8. Raises TypeError, ValueError or RecursionError if not JSON."""
+    text = _ENCODER.encode(value)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (text decoded with errors="surrogateescape", say): PostHog's JSON
+        # parser refuses it, and with it the whole request. Replace it with U+FFFD.
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
+
 
 # Hosts whose AI lane answered 404: they get /batch/ for the rest of the process.
 _AI_LANE_MISSING: set[str] = set()
@@ -123,7 +142,7 @@ def retry_budget(settings: Settings) -> float:
 
 
 def _utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float:
@@ -140,7 +159,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float:
         except (TypeError, ValueError, IndexError):
             return 0.0
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
         seconds = when.timestamp() - (time.time() if now is None else now)
     if seconds != seconds:  # NaN
         return 0.0
@@ -213,6 +232,7 @@ class HttpTransport:
         self._prefix = parts.path.rstrip("/")
         self._host_key = f"{self._scheme}://{self._hostname}:{self._port}{self._prefix}"
         self._proxy = _proxy_for(self._scheme, self._hostname)
+        self._ssl_context: ssl.SSLContext | None = None
 
         self._init_state()
         _register_for_fork(self)
@@ -262,14 +282,14 @@ class HttpTransport:
             sock = conn.sock
             if sock is not None:
                 # shutdown() (not close()) wakes a thread blocked in recv() on this socket.
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def close(self) -> None:
-        """Abort (reason ``shutdown``) and close the kept-alive connections."""
-        self.abort("shutdown")
+        """Abort (reason ``shutdown``, unless already aborted for another reason) and close the
+        kept-alive connections."""
+        if not self._stop.is_set():
+            self.abort("shutdown")
         with self._lock:
             idle, self._idle = self._idle, []
         for conn in idle:
@@ -285,19 +305,11 @@ class HttpTransport:
         return self._settings.ai_endpoint and self._host_key not in _AI_LANE_MISSING
 
     def _send(self, events: Sequence[Event], deadline: float, tally: _Tally) -> bool:
-        ai_lane = self._use_ai_lane()
-        ai: list[tuple[Event, str]] = []
-        plain: list[tuple[Event, str]] = []
-        for event in events:
-            try:
-                encoded = _ENCODER.encode(event)
-            except (TypeError, ValueError, RecursionError) as exc:
-                self._drop("invalid", tally, 1, f"not JSON-serialisable: {type(exc).__name__}")
-                continue
-            if ai_lane and event.get("event") in AI_EVENTS:
-                ai.append((event, encoded))
-            else:
-                plain.append((event, encoded))
+        if self._use_ai_lane():
+            ai = [e for e in events if e.get("event") in AI_EVENTS]
+            plain = [e for e in events if e.get("event") not in AI_EVENTS]
+        else:
+            ai, plain = [], list(events)
         ok = True
         if ai:
             ok = self._send_lane(ai, True, deadline, tally) and ok
@@ -305,15 +317,29 @@ class HttpTransport:
             ok = self._send_lane(plain, False, deadline, tally) and ok
         return ok and tally.left == 0
 
-    def _send_lane(
-        self, pairs: list[tuple[Event, str]], ai: bool, deadline: float, tally: _Tally
-    ) -> bool:
+    def _send_lane(self, events: list[Event], ai: bool, deadline: float, tally: _Tally) -> bool:
         limit = max(self._settings.max_event_bytes, AI_MAX_EVENT_BYTES if ai else 0)
-        fitting: list[tuple[Event, str]] = []
+        # The common case: one encoder call for the whole batch (much cheaper than one per
+        # event). When the whole batch is within the per-event limit, so is every event in it.
+        try:
+            array: bytes | None = _encode(events)
+        except (TypeError, ValueError, RecursionError):
+            array = None
+        if array is not None and len(array) <= min(limit, MAX_BODY_BYTES):
+            return self._deliver(_Chunk(events, None, array), ai, deadline, tally)
+
+        # Otherwise event by event: isolate what cannot be serialised, shrink what is too large
+        # for the server (it would refuse the whole request), and split into request-sized chunks.
+        fitting: list[tuple[Event, bytes]] = []
         ok = True
-        for event, encoded in pairs:
+        for event in events:
+            try:
+                encoded = _encode(event)
+            except (TypeError, ValueError, RecursionError) as exc:
+                self._drop("invalid", tally, 1, f"not JSON-serialisable: {type(exc).__name__}")
+                ok = False
+                continue
             if len(encoded) > limit:
-                # Sending it would make the server refuse the whole request: shrink it first.
                 smaller = self._shrunk(event, limit)
                 if smaller is None:
                     self._drop("too_large", tally, 1, f"event of {len(encoded)} bytes")
@@ -321,11 +347,12 @@ class HttpTransport:
                     continue
                 encoded = smaller
             fitting.append((event, encoded))
-        for chunk in _chunks(fitting):
+        for pairs in _chunks(fitting):
+            chunk = _Chunk([e for e, _ in pairs], [encoded for _, encoded in pairs])
             ok = self._deliver(chunk, ai, deadline, tally) and ok
         return ok
 
-    def _shrunk(self, event: Event, budget: int) -> str | None:
+    def _shrunk(self, event: Event, budget: int) -> bytes | None:
         """The JSON of a smaller version of ``event`` that fits ``budget``, or None."""
         if self._shrink is None:
             return None
@@ -333,7 +360,7 @@ class HttpTransport:
             smaller = self._shrink(event, budget)
             if smaller is None:
                 return None
-            encoded = _ENCODER.encode(smaller)
+            encoded = _encode(smaller)
         except Exception as exc:
             logger.error("posthog-llm-trace shrink failed: %s", type(exc).__name__)
             return None
@@ -341,15 +368,15 @@ class HttpTransport:
 
     def _deliver(
         self,
-        chunk: list[tuple[Event, str]],
+        chunk: _Chunk,
         ai: bool,
         deadline: float,
         tally: _Tally,
         shrunk: bool = False,
     ) -> bool:
         """Send one chunk with retries; split it on 413."""
-        n = len(chunk)
-        body = _Body([encoded for _, encoded in chunk], self._key_json, self._settings.gzip)
+        n = len(chunk.events)
+        body = _Body(chunk.array, self._key_json, self._settings.gzip)
         attempt = 0
         reconnected = False
         while True:
@@ -361,7 +388,9 @@ class HttpTransport:
                 return False
             lane_ai = ai and self._use_ai_lane()
             path = self._prefix + (AI_PATH if lane_ai else BATCH_PATH)
-            outcome, reused = self._post(path, body.render(), min(self._settings.timeout, remaining))
+            outcome, reused = self._post(
+                path, body.render(), min(self._settings.timeout, remaining)
+            )
             status = outcome.status
 
             if status is not None and 200 <= status < 300:
@@ -394,32 +423,30 @@ class HttpTransport:
             if self._clock() + delay >= deadline:
                 self._drop("retries_exhausted", tally, n, f"{what}; no time left to retry")
                 return False
-            logger.debug(
-                "posthog-llm-trace: %s, retrying %d events in %.1f s", what, n, delay
-            )
+            logger.debug("posthog-llm-trace: %s, retrying %d events in %.1f s", what, n, delay)
             self._stats.add("retried", n)
             self._pause(delay)
             attempt += 1
 
     def _too_large(
         self,
-        chunk: list[tuple[Event, str]],
+        chunk: _Chunk,
         ai: bool,
         deadline: float,
         tally: _Tally,
         shrunk: bool,
     ) -> bool:
-        if len(chunk) > 1:
+        if len(chunk.events) > 1:
             # The server refused the whole request: find the culprit by halving.
-            half = len(chunk) // 2
-            first = self._deliver(chunk[:half], ai, deadline, tally)
-            second = self._deliver(chunk[half:], ai, deadline, tally)
-            return first and second
-        event, encoded = chunk[0]
+            first, second = chunk.halves()
+            first_ok = self._deliver(first, ai, deadline, tally)
+            second_ok = self._deliver(second, ai, deadline, tally)
+            return first_ok and second_ok
+        event, encoded = chunk.events[0], chunk.encoded()[0]
         if not shrunk:
             smaller = self._shrunk(event, len(encoded) // 2)
             if smaller is not None:
-                return self._deliver([(event, smaller)], ai, deadline, tally, shrunk=True)
+                return self._deliver(_Chunk([event], [smaller]), ai, deadline, tally, shrunk=True)
         self._drop("too_large", tally, 1, f"server refused an event of {len(encoded)} bytes")
         return False
 
@@ -520,24 +547,77 @@ class HttpTransport:
     def _connect(self, timeout: float) -> http.client.HTTPConnection:
         proxy = self._proxy
         if self._scheme == "https":
-            context = ssl.create_default_context()
+            # Loading the CA bundle takes milliseconds: once per transport, not per connection.
+            context = self._ssl_context
+            if context is None:
+                context = self._ssl_context = ssl.create_default_context()
             if proxy is None:
-                return http.client.HTTPSConnection(
+                return _HTTPSConnection(
                     self._hostname, self._port, timeout=timeout, context=context
                 )
-            conn = http.client.HTTPSConnection(
-                proxy.host, proxy.port, timeout=timeout, context=context
-            )
+            conn = _HTTPSConnection(proxy.host, proxy.port, timeout=timeout, context=context)
             headers = {"Proxy-Authorization": proxy.auth} if proxy.auth else None
             conn.set_tunnel(self._hostname, self._port, headers=headers)
             return conn
         if proxy is None:
-            return http.client.HTTPConnection(self._hostname, self._port, timeout=timeout)
-        return http.client.HTTPConnection(proxy.host, proxy.port, timeout=timeout)
+            return _HTTPConnection(self._hostname, self._port, timeout=timeout)
+        return _HTTPConnection(proxy.host, proxy.port, timeout=timeout)
 
     def _after_fork_in_child(self) -> None:
         # The parent's sockets are the parent's: never write to them (nor shut them down) here.
         self._init_state()
+
+
+def _no_delay(sock: socket.socket | None) -> None:
+    # http.client writes the headers and the body with two send() calls: with Nagle's algorithm
+    # the body's last segment can wait for the server's delayed ACK of the headers (up to 40 ms).
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _no_delay(self.sock)
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _no_delay(self.sock)
+
+
+class _Chunk:
+    """Events that travel in one request, with their JSON: the whole array, and (computed only
+    when a 413 makes us split) each event's own."""
+
+    __slots__ = ("_encoded", "array", "events")
+
+    def __init__(
+        self,
+        events: list[Event],
+        encoded: list[bytes] | None = None,
+        array: bytes | None = None,
+    ) -> None:
+        self.events = events
+        self._encoded = encoded
+        if array is None:
+            array = b"[" + b",".join(self.encoded()) + b"]"
+        self.array = array
+
+    def encoded(self) -> list[bytes]:
+        if self._encoded is None:
+            # They were serialised together already, so each one serialises.
+            self._encoded = [_encode(event) for event in self.events]
+        return self._encoded
+
+    def halves(self) -> tuple[_Chunk, _Chunk]:
+        encoded, half = self.encoded(), len(self.events) // 2
+        return (
+            _Chunk(self.events[:half], encoded[:half]),
+            _Chunk(self.events[half:], encoded[half:]),
+        )
 
 
 class _Body:
@@ -548,15 +628,18 @@ class _Body:
 
     __slots__ = ("_compressor", "_gzip", "_head", "_prefix")
 
-    def __init__(self, encoded: list[str], key_json: str, gzip: bool) -> None:
-        prefix = '{"api_key":' + key_json + ',"batch":[' + ",".join(encoded) + '],"sent_at":"'
+    def __init__(self, array: bytes, key_json: str, gzip: bool) -> None:
+        head = ('{"api_key":' + key_json + ',"batch":').encode()
+        body = array
+        tail = b',"sent_at":"'
         self._gzip = gzip
         if gzip:
             self._compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-            self._head = self._compressor.compress(prefix.encode())
+            compress = self._compressor.compress
+            self._head = compress(head) + compress(body) + compress(tail)
             self._prefix = b""
         else:
-            self._prefix = prefix.encode()
+            self._prefix = head + body + tail
 
     def render(self) -> bytes:
         tail = (_utc_now_iso() + '"}').encode()
@@ -566,11 +649,11 @@ class _Body:
         return self._head + compressor.compress(tail) + compressor.flush()
 
 
-def _chunks(pairs: list[tuple[Event, str]]) -> list[list[tuple[Event, str]]]:
+def _chunks(pairs: list[tuple[Event, bytes]]) -> list[list[tuple[Event, bytes]]]:
     """Split into request-sized chunks: at most ``MAX_BODY_BYTES`` of JSON each (a single larger
     event, possible on the AI lane, travels alone)."""
-    chunks: list[list[tuple[Event, str]]] = []
-    current: list[tuple[Event, str]] = []
+    chunks: list[list[tuple[Event, bytes]]] = []
+    current: list[tuple[Event, bytes]] = []
     size = 256  # the envelope: api_key, sent_at, brackets
     for pair in pairs:
         n = len(pair[1]) + 1
@@ -621,6 +704,8 @@ def _register_for_fork(transport: HttpTransport) -> None:
 
 
 def _reinit_all_after_fork() -> None:
+    global _AI_LANE_LOCK
+    _AI_LANE_LOCK = threading.Lock()  # it may have been held by a thread the child lacks
     for transport in list(_LIVE):
         transport._after_fork_in_child()
 

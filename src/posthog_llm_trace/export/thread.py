@@ -1,7 +1,7 @@
 """The background batching exporter (``export="thread"``, the default).
 
-The web request thread only appends the finished item to a queue; a daemon thread renders items
-into PostHog events, batches them and hands each batch to the transport. The shape follows
+The web request thread only appends the finished item to a queue; daemon worker threads render
+items into PostHog events, batch them and hand each batch to the transport. The shape follows
 Sentry's ``worker.py`` (a thread started lazily for the current pid, ``submit()`` that says whether
 it accepted, ``flush(timeout)`` that always returns, a sentinel to stop) and OpenTelemetry's
 batch processor (batches by size or age, drops counted, deadlines passed down to the exporter).
@@ -19,9 +19,20 @@ Promises:
   a hanging server is interrupted. An ``atexit`` hook does the same within
   ``settings.shutdown_timeout`` and logs how many events were left (``at_exit``).
 - Fork-safe (gunicorn ``--preload``, Celery prefork): in a forked child every lock, the queue and
-  the thread are replaced by fresh ones, even if another thread of the parent held the lock at the
-  moment of the fork; the parent's pending events stay the parent's job and the child starts its
-  own thread on its first submit. A thread that died (it should not) is restarted the same way.
+  the threads are replaced by fresh ones, even if another thread of the parent held the lock at
+  the moment of the fork; the parent's pending events stay the parent's job and the child starts
+  its own workers on its first submit. A worker that died (it should not) is restarted the same way.
+
+Batches: a batch leaves when ``flush_at`` events are queued, or when the oldest queued event has
+waited ``flush_interval``. When several full batches are queued (a burst, or PostHog slowing down)
+they leave together, up to ``MAX_BATCH_EVENTS`` per request: with 100 ms to PostHog, requests of 20
+events would cap the exporter at a few hundred events per second.
+
+Two workers by default: while one waits for PostHog's answer (the GIL is released), the other
+renders, serialises and compresses the next batch, so round trips overlap CPU work instead of
+alternating with it (see ``bench/bench_export.py``). Each has its own keep-alive connection.
+Events may therefore arrive slightly out of order, which PostHog does not mind (every event
+carries its timestamp); a flush still waits for every batch taken before it, on either worker.
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ from ..stats import Stats
 from .base import Event, Render
 from .http import retry_budget
 
-__all__ = ["BatchExporter", "Transport"]
+__all__ = ["MAX_BATCH_EVENTS", "BatchExporter", "Transport"]
 
 logger = logging.getLogger("posthog_llm_trace")
 
@@ -71,8 +82,12 @@ class _Flush:
         self.ok = False
 
 
-_STOP = object()  # the sentinel: the worker exits when it reaches it
+#: Most events one request carries when a backlog lets several batches leave together.
+MAX_BATCH_EVENTS = 500
+
+_STOP = object()  # the sentinel: stays at the head of the queue, so that every worker meets it
 _CONTROL = -1  # the event count recorded with a control entry (_Flush or _STOP)
+_NONE_IN_FLIGHT = float("inf")
 
 
 class BatchExporter:
@@ -88,14 +103,22 @@ class BatchExporter:
     """
 
     def __init__(
-        self, render: Render, transport: Transport, settings: Settings, stats: Stats
+        self,
+        render: Render,
+        transport: Transport,
+        settings: Settings,
+        stats: Stats,
+        *,
+        workers: int = 2,
     ) -> None:
+        self._workers = max(1, workers)
         self._render = render
         self._transport = transport
         self._settings = settings
         self._stats = stats
         self._max = settings.max_queue_size
         self._flush_at = settings.flush_at
+        self._max_batch = max(settings.flush_at, MAX_BATCH_EVENTS)
         self._interval = settings.flush_interval
         self._closed = False
         self._init_state()
@@ -113,8 +136,11 @@ class BatchExporter:
         self._controls = 0  # flush markers and the stop sentinel in the deque
         self._first_at = 0.0  # when the oldest queued event arrived
         self._failures = 0  # sends that did not fully succeed (for flush()'s answer)
-        self._thread: threading.Thread | None = None
-        self._thread_pid = 0  # pid the running thread belongs to; 0 when there is none
+        self._seq = 0  # number of the next batch a worker takes
+        self._in_flight: set[int] = set()  # numbers of the batches being exported
+        self._markers: list[tuple[int, _Flush]] = []  # flushes waiting for earlier batches
+        self._threads: list[threading.Thread] = []
+        self._thread_pid = 0  # pid the workers belong to; 0 when one is missing
 
     def __repr__(self) -> str:
         return (
@@ -135,8 +161,8 @@ class BatchExporter:
         if self._closed:
             self._stats.dropped("shutdown", n, "submitted after shutdown")
             return False
-        if self._thread_pid != os.getpid():  # first submit in this process, or the thread died
-            self._ensure_thread()
+        if self._thread_pid != os.getpid():  # first submit in this process, or a worker died
+            self._ensure_threads()
         with self._lock:
             size = self._size + n
             if size > self._max:
@@ -165,7 +191,7 @@ class BatchExporter:
         timeout = self._settings.shutdown_timeout if timeout is None else max(timeout, 0.0)
         if self._size == 0:
             return True
-        if self._closed or not self._ensure_thread():
+        if self._closed or not self._ensure_threads():
             return False
         marker = _Flush(self._failures)
         with self._lock:
@@ -191,30 +217,31 @@ class BatchExporter:
             if self._closed:
                 return 0, self._size == 0
             self._closed = True
-            thread = self._thread if self._thread_pid == os.getpid() else None
+            threads = [t for t in self._threads if t.is_alive()]
         failures = self._failures
         left = 0
-        if thread is not None and thread.is_alive():
+        if threads:
             with self._lock:
                 self._queue.append((_STOP, _CONTROL))
                 self._controls += 1
             self._wake.set()
-            # Keep a slice of the budget to interrupt a request stuck on the server and to let
-            # the worker count what it held.
+            # Keep a slice of the budget to interrupt requests stuck on the server and to let
+            # the workers count what they held.
             grace = min(0.5, timeout * 0.2)
-            thread.join(max(deadline - grace - time.monotonic(), 0.0))
-            if thread.is_alive():
+            _join(threads, deadline - grace)
+            if any(t.is_alive() for t in threads):
                 # Everything still held, queued or in flight, is now lost to the deadline; the
-                # worker (through the aborted transport) or the drain below counts each once.
+                # workers (through the aborted transport) or the drain below count each once.
                 left = self._size
                 abort = getattr(self._transport, "abort", None)
                 if abort is not None:
                     abort(reason)
-                thread.join(max(deadline - time.monotonic(), 0.0))
+                _join(threads, deadline)
         elif self._queued:
             # No worker (it died, or threads can no longer start at interpreter exit): send what
             # is queued from this thread, within the same deadline.
-            self._export(self._take_all(), deadline)
+            entries = self._take_all()
+            self._export(entries, self._begin(), deadline)
         leftover = self._take_all()
         stranded = sum(n for _, n in leftover)
         if stranded:
@@ -244,44 +271,48 @@ class BatchExporter:
 
     # --- the worker
 
-    def _ensure_thread(self) -> bool:
-        """Start the worker for this process if it is not running. False if it cannot start."""
+    def _ensure_threads(self) -> bool:
+        """Start the missing workers of this process. False if none can run."""
         pid = os.getpid()
         with self._start_lock:
-            if self._thread_pid == pid and self._thread is not None:
+            if self._thread_pid == pid:
                 return True
             if self._closed:
                 return False
-            thread = threading.Thread(
-                target=self._run, name="posthog-llm-trace-export", daemon=True
-            )
-            self._thread, self._thread_pid = thread, pid
-            try:
-                thread.start()
-            except RuntimeError:  # "can't create new thread at interpreter shutdown"
-                self._thread, self._thread_pid = None, 0
-                return False
-            return True
+            self._threads = [t for t in self._threads if t.is_alive()]
+            while len(self._threads) < self._workers:
+                thread = threading.Thread(
+                    target=self._run, name="posthog-llm-trace-export", daemon=True
+                )
+                try:
+                    thread.start()
+                except RuntimeError:  # "can't create new thread at interpreter shutdown"
+                    break
+                self._threads.append(thread)
+            if len(self._threads) == self._workers:
+                self._thread_pid = pid
+            return bool(self._threads)
 
     def _run(self) -> None:
         try:
             while True:
                 self._wait_for_work()
-                entries, control = self._take()
+                entries, seq, control = self._take()
+                if self._queued >= self._flush_at:
+                    self._wake.set()  # a backlog: let another worker take the next batch
                 if entries:
-                    self._export(entries, None)
+                    self._export(entries, seq, None)
                 if control is _STOP:
                     return
-                if isinstance(control, _Flush):
-                    control.ok = self._failures == control.failures
-                    control.done.set()
         except BaseException as exc:
             # Never expected; the next submit (or flush) starts a new worker.
             logger.error("posthog-llm-trace export thread stopped: %s", type(exc).__name__)
         finally:
             with self._start_lock:
-                if self._thread is threading.current_thread():
-                    self._thread, self._thread_pid = None, 0
+                current = threading.current_thread()
+                if current in self._threads:
+                    self._threads.remove(current)
+                    self._thread_pid = 0
 
     def _wait_for_work(self) -> None:
         while True:
@@ -298,25 +329,50 @@ class BatchExporter:
                     return
             self._wake.wait(timeout)
 
-    def _take(self) -> tuple[list[tuple[Any, int]], object]:
-        """Up to ``flush_at`` events' worth of items from the queue, stopping at a control."""
+    def _take(self) -> tuple[list[tuple[Any, int]], int, object]:
+        """The next batch from the queue, stopping at a control entry.
+
+        Full batches of ``flush_at`` go out at once; when several are queued (a backlog) they
+        leave together, up to ``max_batch`` events, so that one round trip carries more events
+        when it matters: at 100 ms to PostHog, batches of 20 would cap a worker at 200 events/s.
+        A partial batch goes out whole once it is due (or a flush / stop waits behind it)."""
         entries: list[tuple[Any, int]] = []
         control: object = None
         events = 0
         with self._lock:
+            queued = self._queued
+            due = self._controls > 0 or time.monotonic() >= self._first_at + self._interval
+            if due:
+                limit = self._max_batch
+            else:
+                limit = min(queued, self._max_batch) // self._flush_at * self._flush_at
             queue = self._queue
             while queue:
-                entry = queue.popleft()
+                entry = queue[0]
                 if entry[1] == _CONTROL:
-                    self._controls -= 1
                     control = entry[0]
+                    if control is not _STOP:  # the stop sentinel stays for the other workers
+                        queue.popleft()
+                        self._controls -= 1
                     break
+                if events >= limit or (entries and events + entry[1] > limit):
+                    break
+                queue.popleft()
                 entries.append(entry)
                 events += entry[1]
-                if events >= self._flush_at:
-                    break
-            self._queued -= events
-        return entries, control
+            self._queued = queued - events
+            # Number the batch and register a flush in the same critical section, so that a
+            # flush taken by another worker an instant later already sees this batch in flight.
+            seq = self._seq
+            if entries:
+                self._seq += 1
+                self._in_flight.add(seq)
+            ready: list[_Flush] = []
+            if isinstance(control, _Flush):
+                self._markers.append((self._seq, control))
+                ready = self._ready_markers()
+        _complete(ready, self._failures)
+        return entries, seq, control
 
     def _take_all(self) -> list[tuple[Any, int]]:
         with self._lock:
@@ -326,18 +382,36 @@ class BatchExporter:
             self._controls = 0
         return entries
 
-    def _export(self, entries: list[tuple[Any, int]], deadline: float | None) -> None:
+    def _begin(self) -> int:
+        """Number a batch exported outside :meth:`_take` (the inline drain at exit)."""
+        with self._lock:
+            seq = self._seq
+            self._seq += 1
+            self._in_flight.add(seq)
+        return seq
+
+    def _ready_markers(self) -> list[_Flush]:
+        # Called with the lock held. A flush registered as number s waits for the batches
+        # numbered below s; it is ready when every batch still in flight was taken after it.
+        oldest = min(self._in_flight, default=_NONE_IN_FLIGHT)
+        ready = [marker for seq, marker in self._markers if seq <= oldest]
+        if ready:
+            self._markers = [(seq, m) for seq, m in self._markers if seq > oldest]
+        return ready
+
+    def _export(self, entries: list[tuple[Any, int]], seq: int, deadline: float | None) -> None:
         """Render and send ``entries``; every event ends up sent or counted as dropped."""
         held = sum(n for _, n in entries)
         events: list[Event] = []
         sent_upto = 0  # events[:sent_upto] are accounted for by the transport
+        failed = False
         try:
             for item, n in entries:
                 try:
                     events.extend(self._render(item))
                 except Exception as exc:  # the core promises render never raises; count it
                     self._stats.dropped("invalid", n, f"render failed: {type(exc).__name__}")
-            step = self._flush_at
+            step = self._max_batch
             for start in range(0, len(events), step):
                 batch = events[start : start + step]
                 until = deadline
@@ -349,21 +423,36 @@ class BatchExporter:
                     self._stats.dropped("invalid", len(batch), f"transport {type(exc).__name__}")
                     ok = False
                 sent_upto = start + len(batch)
-                if not ok:
-                    self._failures += 1
+                failed = failed or not ok
         except BaseException:
             # The thread is dying (SystemExit, KeyboardInterrupt...): no event leaves uncounted.
             self._stats.dropped("invalid", len(events) - sent_upto, "export thread stopped")
-            self._failures += 1
+            failed = True
             raise
         finally:
             with self._lock:
                 self._size -= held
+                if failed:
+                    self._failures += 1
+                self._in_flight.discard(seq)
+                ready = self._ready_markers()
+            _complete(ready, self._failures)
 
     def _after_fork_in_child(self) -> None:
         # The parent's locks may be held by a thread that does not exist here, its queue is the
         # parent's to deliver, and its thread is gone: start from scratch.
         self._init_state()
+
+
+def _complete(markers: list[_Flush], failures: int) -> None:
+    for marker in markers:
+        marker.ok = failures == marker.failures
+        marker.done.set()
+
+
+def _join(threads: list[threading.Thread], deadline: float) -> None:
+    for thread in threads:
+        thread.join(max(deadline - time.monotonic(), 0.0))
 
 
 # --- process-wide hooks, holding exporters weakly so that they can be garbage collected.

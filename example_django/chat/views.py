@@ -1,0 +1,58 @@
+"""The chat views. Nothing here knows about PostHog except ``current_trace()``: the middleware
+opens the request's trace and binds the signed-in user and their session; ``example_chat.llm``
+records the generations and the tool call inside it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_POST
+
+from example_chat.llm import answer, stream_answer
+from posthog_llm_trace import current_trace
+
+HISTORY_TURNS = 10
+
+
+@login_required
+def index(request: HttpRequest) -> HttpResponse:
+    return render(request, "chat/chat.html", {"history": request.session.get("history", [])})
+
+
+def _message(request: HttpRequest) -> str:
+    if request.content_type == "application/json":
+        data: Any = json.loads(request.body or b"{}")
+        return str(data.get("message", "")).strip()
+    return request.POST.get("message", "").strip()
+
+
+@login_required
+@require_POST
+def chat(request: HttpRequest) -> JsonResponse:
+    """``POST /chat/`` with ``message``: one turn of the conversation kept in the session."""
+    message = _message(request)
+    if not message:
+        return JsonResponse({"error": "message is required"}, status=400)
+    history: list[dict[str, Any]] = request.session.get("history", [])
+    trace = current_trace()
+    if trace is not None:
+        trace.set_input(message)  # $ai_input_state of the $ai_trace event
+    reply = answer(message, history)
+    if trace is not None:
+        trace.set_output(reply)
+    history += [{"role": "user", "content": message}, {"role": "assistant", "content": reply}]
+    request.session["history"] = history[-2 * HISTORY_TURNS :]
+    return JsonResponse({"answer": reply})
+
+
+@login_required
+@require_GET
+def chat_stream(request: HttpRequest) -> StreamingHttpResponse:
+    """``GET /chat/stream/?message=...``: the answer as it is generated. The request's trace
+    stays open until the last piece is sent, so the streamed generation is part of it."""
+    message = request.GET.get("message", "").strip() or "Hello!"
+    return StreamingHttpResponse(stream_answer(message), content_type="text/plain; charset=utf-8")
