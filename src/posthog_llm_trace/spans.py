@@ -457,22 +457,22 @@ class Trace(_Timed):
     def _record(self, spans: list[Span], *, emit: bool, final: bool = False) -> TraceRecord:
         # The final record may share the ended trace's dicts; an early one gets copies, since
         # the application may still change them.
-        return TraceRecord(
-            trace_id=self.id,
-            name=self.name,
-            distinct_id=self.distinct_id,
-            session_id=self.session_id,
-            replay_session_id=self.replay_session_id,
-            properties=self.properties if final else dict(self.properties),
-            groups=self.groups if final else dict(self.groups),
-            start=self.start_time,
-            end=self.end_time or time.time(),
-            latency=self.latency,
-            input_state=self.input_state,
-            output_state=self.output_state,
-            error=self.error,
-            emit_trace_event=emit,
-            spans=spans,
+        return TraceRecord(  # positional: this runs once per request
+            self.id,
+            self.name,
+            self._distinct_id,
+            self._session_id,
+            self.replay_session_id,
+            self.properties if final else dict(self.properties),
+            self.groups if final else dict(self.groups),
+            self.start_time,
+            self.end_time or time.time(),
+            self.latency,
+            self.input_state,
+            self.output_state,
+            self.error,
+            emit,
+            spans,
         )
 
 
@@ -576,13 +576,15 @@ class Span(_Timed):
 
     def end(self, error: BaseException | ErrorInfo | str | None = None) -> None:
         """Finish the span. Idempotent."""
-        if self._end_perf or self.trace is None:
+        trace = self.trace
+        if self._end_perf or trace is None:
             return
         if error is not None:
             self.set_error(error)
-        self._stamp_end()
-        self._finish()
-        trace = self.trace
+        self.end_time = time.time()
+        self._end_perf = time.perf_counter()
+        if self._has_finish:
+            self._finish()
         if trace.recording:
             trace._add(self)
         if self._implicit is not None:
@@ -590,6 +592,8 @@ class Span(_Timed):
 
     def _finish(self) -> None:
         """Hook for subclasses: last chance to settle state before the span is handed over."""
+
+    _has_finish = False  # True in subclasses that override _finish (saves a call per span)
 
     def __enter__(self) -> Span:
         self._previous = previous = context.current_node()
@@ -921,6 +925,8 @@ class Generation(Span):
         last[4] = now
         if tool_name and not last[6][1]:
             last[6][1] = tool_name
+
+    _has_finish = True
 
     def _finish(self) -> None:
         if self._segments:
