@@ -64,7 +64,12 @@ class Client:
         return (self._export_enabled and not self._closed) or bool(_captures)
 
     def render(self, record: TraceRecord) -> list[dict[str, Any]]:
+        """The events of ``record``, each within ``max_event_bytes``."""
         return events.render(record, self.settings, self.stats)
+
+    def render_for_transport(self, record: TraceRecord) -> list[dict[str, Any]]:
+        """The events of ``record``; the HTTP transport enforces the size limit itself."""
+        return events.render(record, self.settings, self.stats, fit=False)
 
     def submit(self, record: TraceRecord) -> None:
         """Hand a finished trace to the exporter. Never raises, never blocks on I/O."""
@@ -124,15 +129,15 @@ def make_exporter(client: Client) -> Exporter | None:
     if mode == "celery":
         from .export.celery import CeleryExporter
 
-        return CeleryExporter(client.render, settings, stats)
+        return CeleryExporter(client.render_for_transport, settings, stats)
     transport = HttpTransport(settings, stats, shrink=shrink_event)
     if mode == "sync":
         from .export.sync import SyncExporter
 
-        return SyncExporter(client.render, transport, settings, stats)
+        return SyncExporter(client.render_for_transport, transport, settings, stats)
     from .export.thread import BatchExporter
 
-    return BatchExporter(client.render, transport, settings, stats)
+    return BatchExporter(client.render_for_transport, transport, settings, stats)
 
 
 def _warn_if_disabled(settings: Settings) -> None:

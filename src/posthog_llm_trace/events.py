@@ -56,11 +56,16 @@ def iso(ts: float) -> str:
 
 
 def render(
-    record: TraceRecord, settings: Settings, stats: Stats | None = None
+    record: TraceRecord, settings: Settings, stats: Stats | None = None, *, fit: bool = True
 ) -> list[dict[str, Any]]:
     """All PostHog events of one trace record. Never raises: a span that cannot be rendered is
-    logged (without its content) and counted as ``invalid``."""
-    mapper = _Mapper(record, settings)
+    logged (without its content) and counted as ``invalid``.
+
+    With ``fit`` every event is cut to ``settings.max_event_bytes``. The HTTP transport passes
+    False: it serialises each event anyway and shrinks the rare one over the limit then, which
+    saves a JSON encoding per event on the export path.
+    """
+    mapper = _Mapper(record, settings, fit)
     events: list[dict[str, Any]] = []
     for span in record.spans:
         try:
@@ -80,7 +85,8 @@ def render(
 
 
 class _Mapper:
-    def __init__(self, record: TraceRecord, settings: Settings) -> None:
+    def __init__(self, record: TraceRecord, settings: Settings, fit: bool = True) -> None:
+        self.fit = fit
         self.record = record
         self.settings = settings
         self.limit = settings.max_event_bytes
@@ -150,6 +156,8 @@ class _Mapper:
             "timestamp": iso(ts),
             "uuid": uuid,
         }
+        if not self.fit:
+            return event
         return shrink_event(event, self.limit) or _bare(event)
 
     # --- events -------------------------------------------------------------------------------
