@@ -200,6 +200,7 @@ def trace_headers(node: Trace | Span | None) -> dict[str, str]:
     if node is None or node.trace.ended:
         return {}
     trace = node.trace
+    trace.resolve_identity()  # a view publishing a task: the user is known before the end
     parent = node.id if isinstance(node, Span) else (trace.parent_id or trace.id)
     values = {H_TRACE: trace.id, H_PARENT: parent, H_SAMPLED: "1" if trace.sampled else "0"}
     if trace.distinct_id is not None:

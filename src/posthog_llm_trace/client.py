@@ -167,16 +167,15 @@ def get_client() -> Client:
 
 
 def set_default_client(client: Client, *, if_unset: bool = False) -> Client:
-    """Make ``client`` the default; the previous one flushes briefly and stops. With
-    ``if_unset``, only when no default was configured yet; returns the default either way."""
+    """Make ``client`` the default. With ``if_unset``, only when no default was configured yet;
+    returns the default either way. The previous default keeps working for the traces (and
+    Flask apps) that hold it, and flushes at exit like any client."""
     global _default, _explicit
     with _lock:
         if if_unset and _explicit and _default is not None:
             return _default
-        previous, _default = _default, client
+        _default = client
         _explicit = True
-    if previous is not None and previous is not client:
-        previous.shutdown(timeout=1.0)
     return client
 
 

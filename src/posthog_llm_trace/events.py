@@ -23,6 +23,7 @@ import datetime as _dt
 import json
 import logging
 import math
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from importlib import metadata
@@ -321,12 +322,12 @@ def _chunk_uuid(span_id: str, seq: int) -> str:
 def _event_uuid(ident: str) -> str:
     """The event's uuid: the span (or trace) id when it is a UUID -- ours always are -- else a
     UUID derived from it, so that the event still deduplicates on retry."""
-    if len(ident) == 36:
-        try:
-            return str(uuid.UUID(ident))
-        except ValueError:
-            pass
+    if _UUID.fullmatch(ident):  # a regular expression is several times cheaper than UUID()
+        return ident.lower()
     return str(uuid.uuid5(uuid.NAMESPACE_OID, str(ident)))
+
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def _text(value: Any) -> str | None:

@@ -177,6 +177,7 @@ class _TracingMiddleware:
             replay_session_id=replay,
             distinct_id=distinct_id,
         )
+        rt.trace.identify = self.hooks.identity_now
         req = _Request(rt)
         environ[self.hooks.environ_key] = req
 
@@ -323,6 +324,10 @@ class _Hooks:
             req.session_id = self._session_id(write_session)
         except Exception:
             logger.exception("posthog-llm-trace could not derive the session id")
+
+    def identity_now(self) -> tuple[str | None, str | None]:
+        """The identity while the view runs (a Celery task published from it carries it)."""
+        return self._distinct_id(), self._session_id(True)
 
     def _distinct_id(self) -> str | None:
         resolver: Callable[[Any], Any] | None = self.client.settings.distinct_id_resolver

@@ -59,6 +59,8 @@ def snapshot(value: Any) -> Any:
 def _clean_str(text: str, limit: int) -> str:
     if len(text) > limit:
         text = text[:limit] + TRUNCATION_MARKER.format(n=len(text) - limit)
+    if text.isascii():  # the common case, checked in C without encoding
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -79,6 +81,9 @@ def jsonable(value: Any, limit: int = 1_000_000) -> Any:
         return f"<{type(value).__name__}>"
 
 
+_SEQUENCES = (tuple, set, frozenset)
+
+
 def _jsonable(value: Any, limit: int, seen: set[int], depth: int) -> Any:
     kind = type(value)
     if kind is str:
@@ -89,13 +94,14 @@ def _jsonable(value: Any, limit: int, seen: set[int], depth: int) -> Any:
         return value if math.isfinite(value) else str(value)
     if depth >= MAX_DEPTH:
         return "[max depth]"
-    if isinstance(value, Mapping) or kind in (list, tuple, set, frozenset):
+    # Plain dicts and lists first: an isinstance check against the Mapping ABC is slow.
+    if kind is dict or kind is list or isinstance(value, Mapping) or kind in _SEQUENCES:
         marker = id(value)
         if marker in seen:
             return "[cycle]"
         seen.add(marker)
         try:
-            if isinstance(value, Mapping):
+            if kind is dict or (kind is not list and isinstance(value, Mapping)):
                 return {
                     (k if type(k) is str and k.isascii() else _key(k, limit)): _jsonable(
                         v, limit, seen, depth + 1

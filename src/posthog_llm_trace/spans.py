@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 from . import context
 from .messages import snapshot
@@ -271,6 +271,7 @@ class Trace(_Timed):
         "error",
         "groups",
         "id",
+        "identify",
         "implicit",
         "input_state",
         "name",
@@ -324,6 +325,9 @@ class Trace(_Timed):
         self.recording = sampled and client.recording
         self.emit_trace_event = emit_trace_event
         self.implicit = implicit
+        #: Set by a framework adapter: returns ``(distinct_id, session_id)`` while the request
+        #: runs, for work that must carry the user before the trace ends (a Celery task).
+        self.identify: Callable[[], tuple[str | None, str | None]] | None = None
         self._spans: list[Span] = []
         self._had_children = False
         self._trace_sent = False
@@ -381,6 +385,18 @@ class Trace(_Timed):
         """Mark the trace as failed (``$ai_is_error``, ``$ai_error``)."""
         self.error = ErrorInfo.coerce(error)
 
+    def resolve_identity(self) -> None:
+        """Bind the identity now, if the framework adapter can tell it before the end: a task
+        published from a view must carry the user. The end of the request binds it again."""
+        identify = self.identify
+        if identify is None:
+            return
+        try:
+            distinct_id, session_id = identify()
+        except Exception:  # outside the request (another thread), or a failing lookup
+            return
+        self.bind(distinct_id=distinct_id, session_id=session_id)
+
     def bind(self, *, distinct_id: str | None = None, session_id: str | None = None) -> None:
         """Identity resolved by a framework adapter. Values the application set win."""
         if distinct_id is not None and not self._distinct_explicit:
@@ -390,7 +406,7 @@ class Trace(_Timed):
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    def __enter__(self) -> Trace:
+    def __enter__(self) -> Self:
         self._token_previous = context.current_node()
         self._token = context.activate(self)
         return self
@@ -408,7 +424,7 @@ class Trace(_Timed):
             self._token = None
         self.end()
 
-    async def __aenter__(self) -> Trace:
+    async def __aenter__(self) -> Self:
         return self.__enter__()
 
     async def __aexit__(
@@ -554,7 +570,7 @@ class Span(_Timed):
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> Span:
+    def start(self) -> Self:
         """Open the span under the current span or trace (or an implicit trace)."""
         self._open(context.current_node())
         return self
@@ -595,7 +611,7 @@ class Span(_Timed):
 
     _has_finish = False  # True in subclasses that override _finish (saves a call per span)
 
-    def __enter__(self) -> Span:
+    def __enter__(self) -> Self:
         self._previous = previous = context.current_node()
         self._open(previous)
         self._token = context.activate(self)
@@ -612,7 +628,7 @@ class Span(_Timed):
             self._token = None
         self.end(exc)
 
-    async def __aenter__(self) -> Span:
+    async def __aenter__(self) -> Self:
         return self.__enter__()
 
     async def __aexit__(

@@ -7,8 +7,10 @@ public API returns a snapshot of these counters.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 
 __all__ = ["DROP_REASONS", "Stats"]
 
@@ -32,6 +34,12 @@ class Stats:
     LOG_EVERY = 10.0  # seconds between two drop warnings
 
     def __init__(self) -> None:
+        self._reset()
+        _live.add(self)
+
+    def _reset(self) -> None:
+        # Also the after-fork path: another thread may have held the lock at the fork, and the
+        # parent's counts describe the parent, not this process.
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._last_log = 0.0
@@ -73,3 +81,14 @@ class Stats:
         with self._lock:
             self._counts.clear()
             self._unlogged.clear()
+
+
+_live: weakref.WeakSet[Stats] = weakref.WeakSet()
+
+
+def _reset_all_after_fork() -> None:
+    for stats in list(_live):
+        stats._reset()
+
+
+os.register_at_fork(after_in_child=_reset_all_after_fork)

@@ -31,4 +31,6 @@ urlpatterns = [
     path("probe/", views.probe),
     path("iso/", views.isolation_sync),
     path("aiso/", views.isolation_async),
+    path("task-headers/", views.task_headers),
+    path("async/task-headers/", views.async_task_headers),
 ]

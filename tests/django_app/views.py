@@ -245,3 +245,19 @@ async def isolation_async(request: HttpRequest) -> JsonResponse:
         async with tool("inner", properties={"who": who["who"]}):
             await asyncio.sleep(0.001)
     return JsonResponse(who)
+
+
+def task_headers(request: HttpRequest) -> JsonResponse:
+    """What a Celery task published from this view would carry (no span recorded yet)."""
+    from posthog_llm_trace.celery import trace_headers
+    from posthog_llm_trace.context import current_node
+
+    return JsonResponse(trace_headers(current_node()))
+
+
+async def async_task_headers(request: HttpRequest) -> JsonResponse:
+    from posthog_llm_trace.celery import trace_headers
+    from posthog_llm_trace.context import current_node
+
+    await request.auser()  # an authenticated async view has looked its user up
+    return JsonResponse(trace_headers(current_node()))

@@ -169,7 +169,9 @@ def _begin(
     settings = client.settings
     if settings.request_filter is not None and not traced(settings.request_filter, request):
         return None
-    return _start(request, settings, client)
+    rt = _start(request, settings, client)
+    rt.trace.identify = lambda: _identity(request, settings)
+    return rt
 
 
 async def _abegin(request: Any) -> RequestTrace | None:
@@ -179,7 +181,10 @@ async def _abegin(request: Any) -> RequestTrace | None:
         settings.request_filter, request
     ):
         return None
-    return _start(request, settings, client)
+    rt = _start(request, settings, client)
+    # Called from the view's (async) code: only what is known without a query.
+    rt.trace.identify = lambda: _identity_loaded(request)
+    return rt
 
 
 def _sync_filter(request_filter: Callable[[Any], Any], request: Any) -> bool:
@@ -256,7 +261,10 @@ def _loaded_user(request: Any) -> Any:
     user = vars(request).get("user")
     if isinstance(user, LazyObject):
         wrapped = user._wrapped
-        return _NOT_LOADED if wrapped is empty else wrapped
+        if wrapped is empty:
+            # ``await request.auser()`` caches here (Django 5), not in the lazy object.
+            return vars(request).get("_acached_user", _NOT_LOADED)
+        return wrapped
     return user
 
 
