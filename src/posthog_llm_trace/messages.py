@@ -43,13 +43,15 @@ TRUNCATION_MARKER = "... [truncated {n} characters by posthog-llm-trace]"
 
 
 def snapshot(value: Any) -> Any:
-    """A shallow copy of containers, two levels deep, so that a message list that the
-    application appends to after the call (the usual chat loop) is recorded as it was."""
+    """A shallow copy of a list or dict, so that a message list the application appends to
+    after the call (the usual chat loop) is recorded as it was. One level only: each copied
+    object is one more for the garbage collector to walk while the trace waits for export, and
+    messages themselves are rarely changed after they are sent."""
     kind = type(value)
     if kind is list:
-        return [dict(v) if type(v) is dict else v for v in value]
+        return value.copy()
     if kind is dict:
-        return {k: (v.copy() if type(v) in (list, dict) else v) for k, v in value.items()}
+        return value.copy()
     return value
 
 

@@ -1,0 +1,308 @@
+"""The spans of LLM calls: :class:`Generation` (``$ai_generation``) and :class:`Embedding`
+(``$ai_embedding``), with token usage read from provider responses, streaming chunks and costs.
+
+Like every span they only keep references and clock readings; the mapping to PostHog's
+properties is in :mod:`.events`.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from .messages import snapshot
+from .spans import _NO_COST, UNSET, Span, _safe_str
+
+__all__ = ["Embedding", "Generation"]
+
+
+class Generation(Span):
+    """One LLM call: ``$ai_generation``. Record usage, streaming chunks, stop reason and, only
+    when the application knows them, real costs."""
+
+    __slots__ = (
+        "_first_token_perf",
+        "_segments",
+        "base_url",
+        "cost",
+        "http_status",
+        "model",
+        "model_parameters",
+        "provider",
+        "stop_reason",
+        "stream",
+        "tools",
+        "usage",
+    )
+
+    default_kind = "generation"
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        model: str | None = None,
+        provider: str | None = None,
+        input: Any = UNSET,
+        model_parameters: Mapping[str, Any] | None = None,
+        tools: Any = None,
+        base_url: str | None = None,
+        stream: bool | None = None,
+        properties: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(name, input=input, properties=properties)
+        self.model = model
+        self.provider = provider
+        self.model_parameters = dict(model_parameters) if model_parameters else None
+        self.tools = tools
+        self.base_url = base_url
+        self.stream = stream
+        self.usage: dict[str, Any] = {}
+        self.cost: Mapping[str, float] = _NO_COST  # a dict once set_cost() is called
+        self.stop_reason: str | None = None
+        self.http_status: int | None = None
+        self._first_token_perf = 0.0
+        #: Streamed segments: [kind, start_wall, start_perf, end_wall, end_perf, parts, meta]
+        self._segments: list[list[Any]] | None = None
+
+    def set_model(self, model: str, provider: str | None = None) -> None:
+        self.model = model
+        if provider is not None:
+            self.provider = provider
+
+    def set_output(self, value: Any, *, stop_reason: str | None = None) -> None:
+        """The completion: a string, a message, a list of messages or a provider response
+        (tool calls included)."""
+        self.output = snapshot(value)
+        if stop_reason is not None:
+            self.stop_reason = stop_reason
+
+    def set_stop_reason(self, reason: str) -> None:
+        self.stop_reason = reason
+
+    def set_http_status(self, status: int) -> None:
+        self.http_status = status
+
+    def set_usage(
+        self,
+        usage: Any = None,
+        *,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        cache_read_input_tokens: int | None = None,
+        cache_creation_input_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+        web_search_count: int | None = None,
+    ) -> None:
+        """Token counts. ``input_tokens`` is gross (cache reads and writes included), the way
+        OpenAI reports it. Pass a provider's usage object (OpenAI Chat or Responses, Anthropic)
+        as ``usage`` to have it read for you. Counts you do not know: leave them out."""
+        counts = self.usage
+        if usage is not None:
+            counts.update(_usage_from(usage))
+        if input_tokens is not None:
+            counts["input_tokens"] = input_tokens
+        if output_tokens is not None:
+            counts["output_tokens"] = output_tokens
+        if cache_read_input_tokens is not None:
+            counts["cache_read_input_tokens"] = cache_read_input_tokens
+        if cache_creation_input_tokens is not None:
+            counts["cache_creation_input_tokens"] = cache_creation_input_tokens
+        if reasoning_tokens is not None:
+            counts["reasoning_tokens"] = reasoning_tokens
+        if web_search_count is not None:
+            counts["web_search_count"] = web_search_count
+
+    def set_cost(
+        self,
+        *,
+        input_usd: float | None = None,
+        output_usd: float | None = None,
+        total_usd: float | None = None,
+    ) -> None:
+        """Real costs, when the application knows them (a gateway's bill). Otherwise PostHog
+        prices the generation from model, provider and tokens."""
+        cost = dict(self.cost)
+        for key, value in (("input", input_usd), ("output", output_usd), ("total", total_usd)):
+            if value is not None:
+                cost[key] = value
+        self.cost = cost
+
+    def chunk(
+        self,
+        delta: str = "",
+        *,
+        kind: str = "text",
+        tool_call_id: str | None = None,
+        tool_name: str | None = None,
+    ) -> None:
+        """One streamed piece. The first sets the time to first token; text pieces add up to
+        the output unless ``set_output`` is called. ``kind`` is ``text``, ``reasoning`` or
+        ``tool_call`` (``delta`` then being a piece of the call's JSON arguments)."""
+        if type(delta) is not str:
+            delta = "" if delta is None else _safe_str(delta)
+        now = time.perf_counter()
+        if not self._first_token_perf:
+            self._first_token_perf = now
+        segments = self._segments
+        if segments is None:
+            segments = self._segments = []
+        last = segments[-1] if segments else None
+        if (
+            last is None
+            or last[0] != kind
+            or (kind == "tool_call" and tool_call_id is not None and last[6][0] != tool_call_id)
+        ):
+            wall = time.time()
+            segments.append([kind, wall, now, wall, now, [delta], [tool_call_id, tool_name]])
+            return
+        last[5].append(delta)
+        last[4] = now
+        if tool_name and not last[6][1]:
+            last[6][1] = tool_name
+
+    _has_finish = True
+
+    def _finish(self) -> None:
+        if self._segments:
+            wall_now, perf_now = self.end_time, self._end_perf
+            for segment in self._segments:
+                # Wall time of a segment's end, from the monotonic reading, so that chunk spans
+                # carry timestamps consistent with their latency.
+                segment[3] = wall_now - (perf_now - segment[4])
+
+    def _record_item(self, item: Any) -> None:
+        if isinstance(item, str):
+            self.chunk(item)
+
+    def _record_result(self, result: Any) -> None:
+        super()._record_result(result)
+        # A provider response also says what it cost and which model answered.
+        get = result.get if isinstance(result, dict) else functools.partial(getattr, result)
+        try:
+            usage = get("usage", None)
+            model = get("model", None)
+        except Exception:
+            return
+        if usage is not None and not self.usage:
+            self.usage.update(_usage_from(usage))
+        if self.model is None and isinstance(model, str):
+            self.model = model
+
+    @property
+    def time_to_first_token(self) -> float | None:
+        if not self._first_token_perf:
+            return None
+        return max(0.0, self._first_token_perf - self._start_perf)
+
+    def streamed_output(self) -> dict[str, Any] | None:
+        """The assistant message built from text and tool-call chunks."""
+        segments = self._segments or ()
+        text = "".join("".join(s[5]) for s in segments if s[0] == "text")
+        calls = [
+            {"id": s[6][0], "function": {"name": s[6][1], "arguments": "".join(s[5])}}
+            for s in segments
+            if s[0] == "tool_call"
+        ]
+        if not text and not calls:
+            return None
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if calls:
+            message["tool_calls"] = calls
+        return message
+
+
+def _usage_from(usage: Any) -> dict[str, int]:
+    """Token counts from an OpenAI (Chat or Responses) or Anthropic usage object or dict; an
+    empty dict for anything else (never an exception)."""
+    try:
+        return _read_usage(usage)
+    except Exception:
+        return {}
+
+
+def _read_usage(usage: Any) -> dict[str, int]:
+
+    def get(obj: Any, key: str) -> Any:
+        return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+
+    def num(value: Any) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    out: dict[str, int] = {}
+    prompt = num(get(usage, "prompt_tokens"))
+    if prompt is not None:  # OpenAI Chat Completions: gross prompt tokens
+        out["input_tokens"] = prompt
+        completion = num(get(usage, "completion_tokens"))
+        if completion is not None:
+            out["output_tokens"] = completion
+        cached = num(get(get(usage, "prompt_tokens_details") or {}, "cached_tokens"))
+        reasoning = num(get(get(usage, "completion_tokens_details") or {}, "reasoning_tokens"))
+    else:
+        inp, outp = num(get(usage, "input_tokens")), num(get(usage, "output_tokens"))
+        read = num(get(usage, "cache_read_input_tokens"))
+        write = num(get(usage, "cache_creation_input_tokens"))
+        if read is not None or write is not None:
+            # Anthropic reports input tokens *excluding* the cache; make them gross.
+            if inp is not None:
+                out["input_tokens"] = inp + (read or 0) + (write or 0)
+            if read is not None:
+                out["cache_read_input_tokens"] = read
+            if write is not None:
+                out["cache_creation_input_tokens"] = write
+        elif inp is not None:
+            out["input_tokens"] = inp
+        if outp is not None:
+            out["output_tokens"] = outp
+        cached = num(get(get(usage, "input_tokens_details") or {}, "cached_tokens"))
+        reasoning = num(get(get(usage, "output_tokens_details") or {}, "reasoning_tokens"))
+    if cached is not None and "cache_read_input_tokens" not in out:
+        out["cache_read_input_tokens"] = cached
+    if reasoning is not None:
+        out["reasoning_tokens"] = reasoning
+    return out
+
+
+class Embedding(Span):
+    """One embedding call: ``$ai_embedding``."""
+
+    __slots__ = ("base_url", "cost", "http_status", "model", "provider", "usage")
+
+    default_kind = "embedding"
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        model: str | None = None,
+        provider: str | None = None,
+        input: Any = UNSET,
+        base_url: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(name, input=input, properties=properties)
+        self.model = model
+        self.provider = provider
+        self.base_url = base_url
+        self.usage: dict[str, Any] = {}
+        self.cost: Mapping[str, float] = _NO_COST
+        self.http_status: int | None = None
+
+    def set_usage(self, usage: Any = None, *, input_tokens: int | None = None) -> None:
+        if usage is not None:
+            self.usage.update(_usage_from(usage))
+        if input_tokens is not None:
+            self.usage["input_tokens"] = input_tokens
+
+    def set_cost(self, *, input_usd: float | None = None, total_usd: float | None = None) -> None:
+        cost = dict(self.cost)
+        if input_usd is not None:
+            cost["input"] = input_usd
+        if total_usd is not None:
+            cost["total"] = total_usd
+        self.cost = cost
+
+    def set_http_status(self, status: int) -> None:
+        self.http_status = status
