@@ -5,7 +5,8 @@ Run a worker (Redis on 127.0.0.1:6379, or set ``CELERY_BROKER_URL``)::
 
     celery -A example_chat.celery_app worker -l info
 
-then start a job from a trace of its own::
+then start a job from the Django or Flask example (``POST /summarise/`` in Django,
+``POST /summarise`` in Flask), or from a trace of its own::
 
     python -m example_chat.celery_app "Text to summarise. It has two sentences."
 
@@ -20,18 +21,23 @@ import os
 import sys
 
 from celery import Celery
+from celery.signals import worker_init
 
 from posthog_llm_trace import configure, generation, span, trace
 from posthog_llm_trace.celery import instrument
-
-if not os.environ.get("POSTHOG_API_KEY"):
-    configure(export="console")  # no PostHog project: show the events instead
 
 app = Celery("example_chat", broker=os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"))
 app.conf.update(task_ignore_result=True, broker_connection_retry_on_startup=True)
 instrument(app)
 
 MODEL = os.environ.get("EXAMPLE_MODEL", "gpt-4o-mini")
+
+
+@worker_init.connect
+def _show_events_without_a_key(**_: object) -> None:
+    # Only in the worker: a Django or Flask example importing this module keeps its own settings.
+    if not os.environ.get("POSTHOG_API_KEY"):
+        configure(export="console")  # no PostHog project: print the events instead
 
 
 @app.task(name="example_chat.summarise")
@@ -49,6 +55,8 @@ def summarise(text: str) -> str:
 
 
 def main(argv: list[str]) -> None:
+    if not os.environ.get("POSTHOG_API_KEY"):
+        configure(export="console")
     text = " ".join(argv) or "Celery runs the job. PostHog shows it under the request."
     with (
         trace("summarise-document", distinct_id="example-user", session_id="example-session"),

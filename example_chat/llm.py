@@ -40,34 +40,54 @@ def _fake_reply(messages: list[dict[str, Any]]) -> dict[str, Any]:
     last = messages[-1]
     if last["role"] == "tool":
         data = json.loads(last["content"])
-        return {"role": "assistant",
-                "content": f"It is {data['temperature_c']} °C in {data['city']}."}
+        return {
+            "role": "assistant",
+            "content": f"It is {data['temperature_c']} °C in {data['city']}.",
+        }
     match = re.search(r"weather in ([A-Za-z ]+)", str(last["content"]), re.I)
     if match:
-        return {"role": "assistant", "content": None, "tool_calls": [{
-            "id": "call_1", "type": "function",
-            "function": {"name": "get_weather",
-                         "arguments": json.dumps({"city": match.group(1).strip()})},
-        }]}
+        return {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {
+                        "name": "get_weather",
+                        "arguments": json.dumps({"city": match.group(1).strip()}),
+                    },
+                }
+            ],
+        }
     return {"role": "assistant", "content": f"You said: {last['content']}"}
 
 
 def _complete(messages: list[dict[str, Any]]) -> dict[str, Any]:
     """One model call, recorded as a generation."""
-    with generation("chat", model=MODEL, provider="openai", input=messages,
-                    model_parameters={"temperature": 0.2}, tools=[WEATHER_TOOL]) as gen:
+    with generation(
+        "chat",
+        model=MODEL,
+        provider="openai",
+        input=messages,
+        model_parameters={"temperature": 0.2},
+        tools=[WEATHER_TOOL],
+    ) as gen:
         if os.environ.get("OPENAI_API_KEY"):
             from openai import OpenAI  # optional dependency of the example
 
             response = OpenAI().chat.completions.create(
-                model=MODEL, messages=messages, tools=[WEATHER_TOOL], temperature=0.2)
+                model=MODEL, messages=messages, tools=[WEATHER_TOOL], temperature=0.2
+            )
             reply = response.choices[0].message.model_dump(exclude_none=True)
             gen.set_usage(response.usage)
             gen.set_stop_reason(response.choices[0].finish_reason)
         else:
             reply = _fake_reply(messages)
-            gen.set_usage(input_tokens=sum(len(str(m.get("content"))) // 4 + 1 for m in messages),
-                          output_tokens=len(str(reply.get("content"))) // 4 + 1)
+            gen.set_usage(
+                input_tokens=sum(len(str(m.get("content"))) // 4 + 1 for m in messages),
+                output_tokens=len(str(reply.get("content"))) // 4 + 1,
+            )
             gen.set_stop_reason("tool_calls" if reply.get("tool_calls") else "stop")
         gen.set_output(reply)
         return reply
@@ -83,8 +103,13 @@ def answer(question: str, history: list[dict[str, Any]] | None = None) -> str:
         messages.append(reply)
         for call in reply["tool_calls"]:
             args = json.loads(call["function"]["arguments"])
-            messages.append({"role": "tool", "tool_call_id": call["id"],
-                             "content": json.dumps(get_weather(**args))})
+            messages.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": call["id"],
+                    "content": json.dumps(get_weather(**args)),
+                }
+            )
         reply = _complete(messages)
     return str(reply.get("content") or "")
 
@@ -92,14 +117,15 @@ def answer(question: str, history: list[dict[str, Any]] | None = None) -> str:
 def stream_answer(question: str) -> Iterator[str]:
     """A streamed answer: yields text pieces as they come, recorded with time to first token."""
     messages = [{"role": "user", "content": question}]
-    with generation("chat-stream", model=MODEL, provider="openai", input=messages,
-                    stream=True) as gen:
+    with generation(
+        "chat-stream", model=MODEL, provider="openai", input=messages, stream=True
+    ) as gen:
         if os.environ.get("OPENAI_API_KEY"):
             from openai import OpenAI
 
             chunks = OpenAI().chat.completions.create(
-                model=MODEL, messages=messages, stream=True,
-                stream_options={"include_usage": True})
+                model=MODEL, messages=messages, stream=True, stream_options={"include_usage": True}
+            )
             for chunk in chunks:
                 if chunk.usage:
                     gen.set_usage(chunk.usage)

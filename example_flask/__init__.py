@@ -28,6 +28,7 @@ from flask import (
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 
 from example_chat.llm import answer, stream_answer
+from posthog_llm_trace import span
 from posthog_llm_trace.flask import LLMTrace
 
 EVENTS_FILE = Path(__file__).with_name("events.jsonl")
@@ -100,6 +101,18 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         message = request.args.get("message", "").strip() or "hello"
         # The trace stays open while the answer streams; the generation lands in it.
         return Response(stream_with_context(stream_answer(message)), mimetype="text/plain")
+
+    @app.post("/summarise")
+    def summarise() -> Any:
+        """A Celery job (run a worker: ``celery -A example_chat.celery_app worker -l info``);
+        its generation joins this request's trace, under the signed-in user."""
+        from example_chat.celery_app import summarise as summarise_task
+
+        data = request.get_json(silent=True) or request.form
+        text = str(data.get("message", "")).strip() or "Celery runs the job. It is traced."
+        with span("enqueue-summary", kind="step"):
+            result = summarise_task.delay(text)
+        return {"task_id": result.id}
 
     return app
 

@@ -13,7 +13,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
 from example_chat.llm import answer, stream_answer
-from posthog_llm_trace import current_trace
+from posthog_llm_trace import current_trace, span
 
 HISTORY_TURNS = 10
 
@@ -56,3 +56,17 @@ def chat_stream(request: HttpRequest) -> StreamingHttpResponse:
     stays open until the last piece is sent, so the streamed generation is part of it."""
     message = request.GET.get("message", "").strip() or "Hello!"
     return StreamingHttpResponse(stream_answer(message), content_type="text/plain; charset=utf-8")
+
+
+@login_required
+@require_POST
+def summarise(request: HttpRequest) -> JsonResponse:
+    """``POST /summarise/`` with ``message``: a Celery job (run a worker:
+    ``celery -A example_chat.celery_app worker -l info``). Its generation joins this request's
+    trace, under the signed-in user."""
+    from example_chat.celery_app import summarise as summarise_task
+
+    text = _message(request) or "Celery runs the job. PostHog shows it under the request."
+    with span("enqueue-summary", kind="step"):
+        result = summarise_task.delay(text)
+    return JsonResponse({"task_id": result.id})

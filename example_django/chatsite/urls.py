@@ -8,4 +8,5 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("chat/", views.chat, name="chat"),
     path("chat/stream/", views.chat_stream, name="chat-stream"),
+    path("summarise/", views.summarise, name="summarise"),
 ]
