@@ -148,7 +148,7 @@ def test_sync_views_under_the_async_handler(alice: Any) -> None:
 
 
 async def async_resolver(request: Any) -> str:
-    user = await request.auser()
+    user = await views.auser(request)
     return f"async:{user.username}"
 
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from django.contrib.auth import alogin, get_user_model, login
+from django.contrib.auth import get_user_model, login
 from django.http import (
     Http404,
     HttpRequest,
@@ -19,6 +19,27 @@ from django.http import (
 )
 
 from posthog_llm_trace import current_trace, generation, span, tool
+
+try:
+    from django.contrib.auth import alogin
+except ImportError:  # Django 4.2
+    from asgiref.sync import sync_to_async
+
+    alogin = sync_to_async(login)
+
+
+async def auser(request: HttpRequest) -> Any:
+    """``await request.auser()``, also on Django 4.2 (which has no ``auser``)."""
+    if hasattr(request, "auser"):
+        return await request.auser()
+    from asgiref.sync import sync_to_async
+
+    def load() -> Any:
+        request.user._setup()  # evaluate the lazy user in a thread, where queries are allowed
+        return request.user
+
+    return await sync_to_async(load)()
+
 
 #: Gates a streamed body waits on, by the ``gate`` query parameter: the test decides when the
 #: body goes on, so "the trace is still open" is checked at a known point, without sleeps.
@@ -164,7 +185,7 @@ def stream_failing(request: HttpRequest) -> StreamingHttpResponse:
 async def stream_async(request: HttpRequest) -> StreamingHttpResponse:
     gate = _gate(request)
     pieces = int(request.GET.get("n", "3"))
-    user = await request.auser()
+    user = await auser(request)
     who = user.pk
 
     async def body() -> AsyncIterator[str]:
@@ -192,7 +213,7 @@ async def stream_async(request: HttpRequest) -> StreamingHttpResponse:
 
 
 async def async_whoami(request: HttpRequest) -> JsonResponse:
-    user = await request.auser()
+    user = await auser(request)
     async with generation("answer", model="gpt-4o-mini", provider="openai", input="hi") as gen:
         gen.set_output("Sunny")
     return JsonResponse({"pk": user.pk})
@@ -239,7 +260,7 @@ def isolation_sync(request: HttpRequest) -> JsonResponse:
 
 
 async def isolation_async(request: HttpRequest) -> JsonResponse:
-    who = _who(request, await request.auser())
+    who = _who(request, await auser(request))
     async with span("outer", kind="agent", properties={"who": who["who"]}):
         await asyncio.sleep(0.002)
         async with tool("inner", properties={"who": who["who"]}):
@@ -259,5 +280,5 @@ async def async_task_headers(request: HttpRequest) -> JsonResponse:
     from posthog_llm_trace.celery import trace_headers
     from posthog_llm_trace.context import current_node
 
-    await request.auser()  # an authenticated async view has looked its user up
+    await auser(request)  # an authenticated async view has looked its user up
     return JsonResponse(trace_headers(current_node()))

@@ -324,7 +324,7 @@ async def _aidentity(request: Any, settings: Settings) -> Identity:
                 auser = getattr(request, "auser", None)
                 if auser is not None:
                     user = await auser()
-                else:  # Django 4.2: no auser()
+                else:  # no auser() (no AuthenticationMiddleware, or a custom user attribute)
                     user = await sync_to_async(_user_of)(request)
             distinct_id = _user_id(user)
         except Exception:
