@@ -351,6 +351,8 @@ def test_serverless_flushes_at_the_end_of_each_request(
     llm_client.flush = flush  # type: ignore[method-assign]
     client.post("/api/v1/chat/1/")
     assert flushed == [2.0]  # bounded: min(timeout, 2 s)
+    client.get("/plain/")  # records nothing: nothing to wait for
+    assert flushed == [2.0]
 
 
 def test_privacy_mode_from_the_settings_dict(

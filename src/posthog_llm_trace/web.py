@@ -120,10 +120,12 @@ class RequestTrace:
         trace.bind(distinct_id=distinct_id, session_id=session_id)
         if status is not None and status >= 500 and trace.error is None:
             trace.set_error(ErrorInfo("HTTPError", f"HTTP {status}", status))
+        recorded = self.recorded
         trace.end()
         settings = self.client.settings
-        if settings.serverless and trace.recording:
-            # The platform may freeze the process as soon as the response is sent.
+        if settings.serverless and recorded:
+            # The platform may freeze the process as soon as the response is sent. A request
+            # that recorded nothing has nothing to wait for.
             self.client.flush(timeout=min(settings.timeout, 2.0))
 
     # --- streamed bodies ----------------------------------------------------------------------
