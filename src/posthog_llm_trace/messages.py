@@ -248,9 +248,12 @@ MESSAGE_KEYS = frozenset(
 
 
 def _message(msg: dict[str, Any], default_role: str) -> dict[str, Any]:
+    content = msg.get("content")
+    if len(msg) == 2 and type(content) is str and type(msg.get("role")) is str:
+        # The common case, {"role", "content": text}: nothing to convert.
+        return {"role": msg["role"] or default_role, "content": content}
     out = {k: v for k, v in msg.items() if v is not None and k in MESSAGE_KEYS}
     out["role"] = str(msg.get("role") or default_role)
-    content = msg.get("content")
     if content is None and isinstance(msg.get("parts"), list):  # Gemini-style parts
         content = [
             {"type": "text", "text": p["text"]} if isinstance(p, dict) and "text" in p else p
