@@ -1,10 +1,10 @@
 """The background batching exporter (``export="thread"``, the default).
 
 The web request thread only appends the finished item to a queue; daemon worker threads render
-items into PostHog events, batch them and hand each batch to the transport. The shape follows
-Sentry's ``worker.py`` (a thread started lazily for the current pid, ``submit()`` that says whether
-it accepted, ``flush(timeout)`` that always returns, a sentinel to stop) and OpenTelemetry's
-batch processor (batches by size or age, drops counted, deadlines passed down to the exporter).
+items into PostHog events, batch them and hand each batch to the transport: threads started
+lazily for the current pid, a ``submit()`` that says whether it accepted, a ``flush(timeout)``
+that always returns, a sentinel to stop; batches by size or age, drops counted, deadlines passed
+down to the transport.
 
 Promises:
 
