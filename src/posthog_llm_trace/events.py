@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from importlib import metadata
 from typing import Any
 
-from .generations import Embedding, Generation
+from .generations import Embedding, Generation, _ModelCall
 from .messages import jsonable, normalize_messages, normalize_tools, shrink_event
 from .settings import Settings
 from .spans import UNSET, ErrorInfo, Span, TraceRecord
@@ -243,7 +243,7 @@ class _Mapper:
         self.cost(emb.cost, props)
 
     @staticmethod
-    def http(call: Generation | Embedding, props: dict[str, Any]) -> None:
+    def http(call: _ModelCall, props: dict[str, Any]) -> None:
         status = _count(call.http_status)
         if status is None and call.error is not None:
             status = call.error.status

@@ -18,23 +18,54 @@ from .spans import _NO_COST, UNSET, Span, _safe_str
 __all__ = ["Embedding", "Generation"]
 
 
-class Generation(Span):
+class _ModelCall(Span):
+    """What generations and embeddings share: the model, the provider's endpoint and status,
+    token usage and, only when the application knows them, real costs."""
+
+    __slots__ = ("base_url", "cost", "http_status", "model", "provider", "usage")
+
+    def __init__(
+        self,
+        name: str | None,
+        model: str | None,
+        provider: str | None,
+        input: Any,
+        base_url: str | None,
+        properties: Mapping[str, Any] | None,
+    ) -> None:
+        super().__init__(name, input=input, properties=properties)
+        self.model = model
+        self.provider = provider
+        self.base_url = base_url
+        self.usage: dict[str, Any] = {}
+        self.cost: Mapping[str, float] = _NO_COST  # a dict once a cost is set
+        self.http_status: int | None = None
+
+    def set_model(self, model: str, provider: str | None = None) -> None:
+        self.model = model
+        if provider is not None:
+            self.provider = provider
+
+    def set_http_status(self, status: int) -> None:
+        self.http_status = status
+
+    def _set_costs(self, **usd: float | None) -> None:
+        cost = dict(self.cost)
+        cost.update((key, value) for key, value in usd.items() if value is not None)
+        self.cost = cost
+
+
+class Generation(_ModelCall):
     """One LLM call: ``$ai_generation``. Record usage, streaming chunks, stop reason and, only
     when the application knows them, real costs."""
 
     __slots__ = (
         "_first_token_perf",
         "_segments",
-        "base_url",
-        "cost",
-        "http_status",
-        "model",
         "model_parameters",
-        "provider",
         "stop_reason",
         "stream",
         "tools",
-        "usage",
     )
 
     default_kind = "generation"
@@ -52,25 +83,14 @@ class Generation(Span):
         stream: bool | None = None,
         properties: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(name, input=input, properties=properties)
-        self.model = model
-        self.provider = provider
+        super().__init__(name, model, provider, input, base_url, properties)
         self.model_parameters = dict(model_parameters) if model_parameters else None
         self.tools = tools
-        self.base_url = base_url
         self.stream = stream
-        self.usage: dict[str, Any] = {}
-        self.cost: Mapping[str, float] = _NO_COST  # a dict once set_cost() is called
         self.stop_reason: str | None = None
-        self.http_status: int | None = None
         self._first_token_perf = 0.0
         #: Streamed segments: [kind, start_wall, start_perf, end_wall, end_perf, parts, meta]
         self._segments: list[list[Any]] | None = None
-
-    def set_model(self, model: str, provider: str | None = None) -> None:
-        self.model = model
-        if provider is not None:
-            self.provider = provider
 
     def set_output(self, value: Any, *, stop_reason: str | None = None) -> None:
         """The completion: a string, a message, a list of messages or a provider response
@@ -81,9 +101,6 @@ class Generation(Span):
 
     def set_stop_reason(self, reason: str) -> None:
         self.stop_reason = reason
-
-    def set_http_status(self, status: int) -> None:
-        self.http_status = status
 
     def set_usage(
         self,
@@ -124,11 +141,7 @@ class Generation(Span):
     ) -> None:
         """Real costs, when the application knows them (a gateway's bill). Otherwise PostHog
         prices the generation from model, provider and tokens."""
-        cost = dict(self.cost)
-        for key, value in (("input", input_usd), ("output", output_usd), ("total", total_usd)):
-            if value is not None:
-                cost[key] = value
-        self.cost = cost
+        self._set_costs(input=input_usd, output=output_usd, total=total_usd)
 
     def chunk(
         self,
@@ -265,10 +278,10 @@ def _read_usage(usage: Any) -> dict[str, int]:
     return out
 
 
-class Embedding(Span):
+class Embedding(_ModelCall):
     """One embedding call: ``$ai_embedding``."""
 
-    __slots__ = ("base_url", "cost", "http_status", "model", "provider", "usage")
+    __slots__ = ()
 
     default_kind = "embedding"
 
@@ -282,27 +295,15 @@ class Embedding(Span):
         base_url: str | None = None,
         properties: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(name, input=input, properties=properties)
-        self.model = model
-        self.provider = provider
-        self.base_url = base_url
-        self.usage: dict[str, Any] = {}
-        self.cost: Mapping[str, float] = _NO_COST
-        self.http_status: int | None = None
+        super().__init__(name, model, provider, input, base_url, properties)
 
     def set_usage(self, usage: Any = None, *, input_tokens: int | None = None) -> None:
+        """Input tokens, given or read from a provider's usage object."""
         if usage is not None:
             self.usage.update(_usage_from(usage))
         if input_tokens is not None:
             self.usage["input_tokens"] = input_tokens
 
     def set_cost(self, *, input_usd: float | None = None, total_usd: float | None = None) -> None:
-        cost = dict(self.cost)
-        if input_usd is not None:
-            cost["input"] = input_usd
-        if total_usd is not None:
-            cost["total"] = total_usd
-        self.cost = cost
-
-    def set_http_status(self, status: int) -> None:
-        self.http_status = status
+        """Real costs, when the application knows them."""
+        self._set_costs(input=input_usd, total=total_usd)
