@@ -21,6 +21,7 @@ from typing import Any, TypeVar, overload
 from .client import Client, configure, flush, get_client, shutdown, stats
 from .context import current_span, current_trace, run_in_context
 from .generations import Embedding, Generation
+from .instrument import instrument, instrumented, uninstrument
 from .settings import ConfigurationError, Settings
 from .spans import UNSET, ErrorInfo, Span, Trace
 
@@ -39,12 +40,15 @@ __all__ = [
     "flush",
     "generation",
     "get_client",
+    "instrument",
+    "instrumented",
     "run_in_context",
     "shutdown",
     "span",
     "stats",
     "tool",
     "trace",
+    "uninstrument",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -176,6 +176,9 @@ def set_default_client(client: Client, *, if_unset: bool = False) -> Client:
             return _default
         _default = client
         _explicit = True
+    from .instrument import apply_settings
+
+    apply_settings(client.settings)
     return client
 
 

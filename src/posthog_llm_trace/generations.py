@@ -63,6 +63,7 @@ class Generation(_ModelCall):
         "_first_token_perf",
         "_segments",
         "model_parameters",
+        "provider_call",
         "stop_reason",
         "stream",
         "tools",
@@ -88,6 +89,8 @@ class Generation(_ModelCall):
         self.tools = tools
         self.stream = stream
         self.stop_reason: str | None = None
+        #: True once an instrumented SDK call fills this generation (one call, one event).
+        self.provider_call = False
         self._first_token_perf = 0.0
         #: Streamed segments: [kind, start_wall, start_perf, end_wall, end_perf, parts, meta]
         self._segments: list[list[Any]] | None = None

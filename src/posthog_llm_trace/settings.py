@@ -137,6 +137,33 @@ def _callable(value: Any) -> Callable[..., Any] | None:
     return value  # type: ignore[no-any-return]
 
 
+#: The SDKs whose calls can be recorded without hand-written spans (see :mod:`.instrument`).
+INSTRUMENTABLE = ("openai", "anthropic", "posthog")
+
+
+def _instrument(value: Any) -> tuple[str, ...] | None:
+    """None (every supported SDK that is importable), or the names to instrument: a list, or a
+    comma-separated string from the environment (empty: none)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        names = [part.strip().lower() for part in value.split(",") if part.strip()]
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        names = []
+        for item in value:
+            if not isinstance(item, str):
+                raise ValueError("must be a list of SDK names")
+            names.append(item.strip().lower())
+    else:
+        raise ValueError("must be a list of SDK names (or a comma-separated string)")
+    unknown = [name for name in names if name not in INSTRUMENTABLE]
+    if unknown:
+        raise ValueError(
+            f"names unknown SDK {unknown[0]!r} (supported: {', '.join(INSTRUMENTABLE)})"
+        )
+    return tuple(dict.fromkeys(names))
+
+
 @dataclass(frozen=True)
 class Spec:
     """One setting: its Python name, default, checker, and a sentence for the README."""
@@ -304,6 +331,15 @@ SPECS: tuple[Spec, ...] = (
         _bool,
         "Copy the browser's `X-POSTHOG-SESSION-ID` header into `$session_id` to link replays.",
     ),
+    Spec(
+        "instrument",
+        None,
+        _instrument,
+        "SDKs whose calls are recorded without hand-written spans: `openai`, `anthropic`, "
+        "`posthog` (its `posthog.ai` wrappers). A list, or a comma list in the environment; "
+        "`[]` turns it off.",
+        shown_default="every supported SDK that is importable",
+    ),
 )
 
 _BY_NAME = {spec.name: spec for spec in SPECS}
@@ -337,6 +373,7 @@ class Settings:
     distinct_id_resolver: Callable[[Any], Any] | None = None
     distinct_id_header: bool = False
     session_replay_header: bool = True
+    instrument: tuple[str, ...] | None = None
 
     def __repr__(self) -> str:
         # The API key is a credential: never in reprs, logs or exceptions.
