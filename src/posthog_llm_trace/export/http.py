@@ -9,8 +9,7 @@ Wire behaviour (see ``research/posthog.md`` section 2):
 
 - Body ``{"api_key", "batch", "sent_at"}``; ``sent_at`` is stamped at send time on every attempt
   because the server corrects clock skew with it. A batch is serialised with one encoder call; a
-  retry only re-stamps ``sent_at`` (and, thanks to :meth:`zlib.Compress.copy`, does not gzip the
-  batch again).
+  retry only re-stamps ``sent_at`` (and gzips the body again: see :class:`_Body`).
 - gzip with ``Content-Encoding: gzip`` when ``settings.gzip``, at level 2: on ~1 KB LLM events
   it shrinks bodies about 4x for ~9 us per event on a small VM, where level 6 gets 5x for ~34 us
   (measured with ``bench/bench_export.py``'s events); CPU on the web host is dearer than bytes.
@@ -623,30 +622,24 @@ class _Chunk:
 class _Body:
     """A request body built once per chunk; each attempt only re-stamps ``sent_at``.
 
-    The part before ``sent_at`` is compressed once; :meth:`zlib.Compress.copy` lets every attempt
-    append its own ``sent_at`` to the same compressed prefix."""
+    Each attempt gzips the whole body afresh. Compressing the part before ``sent_at`` once and
+    copying the compressor for every attempt looks cheaper but is not: :meth:`zlib.Compress.copy`
+    duplicates ~256 KiB of deflate state, which cost more than compressing a 20-event batch twice
+    (``bench/bench_export.py``). Retries are rare; first attempts are every request."""
 
-    __slots__ = ("_compressor", "_gzip", "_head", "_prefix")
+    __slots__ = ("_gzip", "_prefix")
 
     def __init__(self, array: bytes, key_json: str, gzip: bool) -> None:
-        head = ('{"api_key":' + key_json + ',"batch":').encode()
-        body = array
-        tail = b',"sent_at":"'
+        self._prefix = b"".join(
+            (b'{"api_key":', key_json.encode(), b',"batch":', array, b',"sent_at":"')
+        )
         self._gzip = gzip
-        if gzip:
-            self._compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-            compress = self._compressor.compress
-            self._head = compress(head) + compress(body) + compress(tail)
-            self._prefix = b""
-        else:
-            self._prefix = head + body + tail
 
     def render(self) -> bytes:
-        tail = (_utc_now_iso() + '"}').encode()
+        body = self._prefix + (_utc_now_iso() + '"}').encode()
         if not self._gzip:
-            return self._prefix + tail
-        compressor = self._compressor.copy()
-        return self._head + compressor.compress(tail) + compressor.flush()
+            return body
+        return zlib.compress(body, GZIP_LEVEL, 31)
 
 
 def _chunks(pairs: list[tuple[Event, bytes]]) -> list[list[tuple[Event, bytes]]]:
