@@ -68,7 +68,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import context
+from . import context, jsonenc
 from .client import Client, get_client
 from .client import flush as _flush_all
 from .export.celery import (
@@ -609,6 +609,9 @@ def export_batch(task: Any, events: Any) -> int:
         logger.error("posthog-llm-trace: cannot export %d events: %s", n, detail)
         return _retry_or_drop(task, client, n, n, detail)
     transport, stats = _transport_for(client)
+    # The message's JSON decoder gave plain floats: make them what the mapping had made them,
+    # so that orjson writes them as the standard library does.
+    events = jsonenc.canonical(events)
     stats.begin()
     try:
         transport.send(events, time.monotonic() + transport.retry_budget())

@@ -30,6 +30,7 @@ from importlib import metadata
 from typing import Any
 
 from .generations import Embedding, Generation, _ModelCall
+from .jsonenc import json_float
 from .messages import jsonable, normalize_messages, normalize_tools, shrink_event
 from .settings import Settings
 from .spans import UNSET, ErrorInfo, Span, TraceRecord
@@ -170,7 +171,7 @@ class _Mapper:
         name = _text(record.name) or "trace"
         props["$ai_span_name"] = name
         props["$ai_trace_name"] = name  # older PostHog versions read this name
-        props["$ai_latency"] = record.latency
+        props["$ai_latency"] = json_float(record.latency)
         if record.input_state is not None:
             props["$ai_input_state"] = self.content(record.input_state)
         if record.output_state is not None:
@@ -183,7 +184,7 @@ class _Mapper:
         props["$ai_span_id"] = span.id
         props["$ai_span_name"] = _text(span.name) or span.kind
         props["$ai_parent_id"] = span.parent_id or self.record.trace_id
-        props["$ai_latency"] = span.latency
+        props["$ai_latency"] = json_float(span.latency)
         events: list[dict[str, Any]] = []
         if isinstance(span, Generation):
             self.generation(span, props)
@@ -230,7 +231,7 @@ class _Mapper:
         if streamed or gen.stream is False:
             props["$ai_stream"] = streamed
         if ttft is not None:
-            props["$ai_time_to_first_token"] = ttft
+            props["$ai_time_to_first_token"] = json_float(ttft)
         self.cost(gen.cost, props)
 
     def embedding(self, emb: Embedding, props: dict[str, Any]) -> None:
@@ -285,7 +286,7 @@ class _Mapper:
                 # A total alone is only trusted by PostHog as a passthrough.
                 props["$ai_cost_passthrough"] = True
         elif "input" in cost and "output" in cost:
-            props["$ai_total_cost_usd"] = cost["input"] + cost["output"]
+            props["$ai_total_cost_usd"] = json_float(cost["input"] + cost["output"])
 
     def chunk_events(self, gen: Generation) -> list[dict[str, Any]]:
         """One ``$ai_span`` of kind chunk per streamed segment, never one per token."""
@@ -301,7 +302,7 @@ class _Mapper:
                     "$ai_span_name": f"chunk: {kind}",
                     "$ai_parent_id": gen.id,
                     "$ai_span_type": "chunk",
-                    "$ai_latency": max(0.0, end_perf - start_perf),
+                    "$ai_latency": json_float(max(0.0, end_perf - start_perf)),
                     "chunk_type": kind,
                     "chunk_sequence_number": seq,
                 }
@@ -360,7 +361,7 @@ def _usd(value: Any) -> float | None:
         number = float(value)
     except (TypeError, ValueError, OverflowError):
         return None
-    return number if math.isfinite(number) else None
+    return json_float(number) if math.isfinite(number) else None
 
 
 def _bare(event: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from .jsonenc import ReprFloat, json_float
+
 __all__ = [
     "TRUNCATION_MARKER",
     "jsonable",
@@ -93,7 +95,9 @@ def _jsonable(value: Any, limit: int, seen: set[int], depth: int) -> Any:
     if value is None or kind is bool or kind is int:
         return value
     if kind is float:
-        return value if math.isfinite(value) else str(value)
+        if 1e-4 <= abs(value) < 1e16 or value == 0.0:  # jsonenc.json_float, inlined
+            return value
+        return ReprFloat(value) if math.isfinite(value) else str(value)
     if depth >= MAX_DEPTH:
         return "[max depth]"
     # Plain dicts and lists first: an isinstance check against the Mapping ABC is slow.
@@ -135,9 +139,9 @@ def _jsonable_other(value: Any, limit: int, seen: set[int], depth: int) -> Any:
     if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
         return value.isoformat()
     if isinstance(value, _dt.timedelta):
-        return value.total_seconds()
+        return json_float(value.total_seconds())
     if isinstance(value, decimal.Decimal):
-        return float(value) if value.is_finite() else str(value)
+        return json_float(float(value)) if value.is_finite() else str(value)
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, enum.Enum):

@@ -16,6 +16,7 @@ import time
 import uuid
 from typing import Any
 
+from . import jsonenc
 from .export.base import Event
 from .export.http import HttpTransport, retry_budget
 from .settings import Settings
@@ -76,4 +77,6 @@ def _parse(line: str) -> Event | None:
         return None
     if not event.get("uuid"):
         event["uuid"] = str(uuid.uuid5(_REPLAY_NAMESPACE, line.strip()))
-    return event
+    # Floats as the mapping would have left them, so that orjson writes them as json does.
+    canonical: Event = jsonenc.canonical(event)
+    return canonical

@@ -61,6 +61,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from .. import jsonenc
 from ..settings import Settings
 from ..stats import Stats
 from .base import Event
@@ -100,21 +101,9 @@ _STALE_CONNECTION_ERRORS = (
     ConnectionAbortedError,
     BrokenPipeError,
 )
-# UTF-8 JSON, not \u-escaped ASCII: PostHog measures an event's size in UTF-8 bytes (so does the
-# core's shrink), and escaping would triple the size of non-Latin text. No circular-reference
-# bookkeeping: the core hands us plain JSON data, and a cycle still ends in a RecursionError.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False, ensure_ascii=False)
-
-
-def _encode(value: object) -> bytes:
-    """Compact JSON in UTF-8. Raises TypeError, ValueError or RecursionError if not JSON."""
-    text = _ENCODER.encode(value)
-    try:
-        return text.encode()
-    except UnicodeEncodeError:
-        # A lone surrogate (text decoded with errors="surrogateescape", say): PostHog's JSON
-        # parser refuses it, and with it the whole request. Replace it with U+FFFD.
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode()
+# Compact UTF-8 JSON (orjson when installed, the same bytes as the standard library's): see
+# jsonenc. Raises TypeError, ValueError or RecursionError for what is not JSON.
+_encode = jsonenc.dumps
 
 
 # Hosts whose AI lane answered 404: they get /batch/ for the rest of the process.
