@@ -20,6 +20,7 @@ computed ``$ai_*`` key.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import logging
 import math
@@ -47,15 +48,33 @@ except metadata.PackageNotFoundError:  # pragma: no cover - running from a sourc
     LIB_VERSION = "0"
 
 _EVENT_NAMES = {"generation": "$ai_generation", "embedding": "$ai_embedding"}
+_LIB_PROPERTIES = {
+    "$ai_lib": LIB,
+    "$ai_lib_version": LIB_VERSION,
+    "$lib": LIB,
+    "$lib_version": LIB_VERSION,
+}
 
 
 def iso(ts: float) -> str:
     """Epoch seconds as ISO-8601 UTC with milliseconds, the form PostHog's SDKs send."""
-    return (
-        _dt.datetime.fromtimestamp(ts, _dt.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+    # datetime.fromtimestamp's own rounding (to the microsecond, half to even), then the
+    # milliseconds truncated as isoformat() does; the date and time of day are formatted once
+    # per second, since a process's events crowd into the same few seconds.
+    frac, whole = math.modf(ts)
+    micros = round(frac * 1e6)
+    if micros >= 1_000_000:
+        whole += 1.0
+        micros -= 1_000_000
+    elif micros < 0:
+        whole -= 1.0
+        micros += 1_000_000
+    return f"{_second_text(int(whole))}.{micros // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _second_text(second: int) -> str:
+    return _dt.datetime.fromtimestamp(second, _dt.UTC).replace(tzinfo=None).isoformat()
 
 
 def render(
@@ -97,7 +116,8 @@ class _Mapper:
         self.distinct_id = _text(record.distinct_id) or default
         # Custom properties (the trace's, then a span's own) come first; the computed keys in
         # ``base`` are written over them, so a custom property can never shadow one.
-        self.custom: dict[str, Any] = jsonable(record.properties, self.limit)
+        props = record.properties
+        self.custom: dict[str, Any] = jsonable(props, self.limit) if props else {}
         base: dict[str, Any] = {"$ai_trace_id": _text(record.trace_id)}
         if record.session_id:
             base["$ai_session_id"] = _text(record.session_id)
@@ -108,10 +128,7 @@ class _Mapper:
         if self.distinct_id == default:
             # One shared id for all anonymous traffic must never become one giant person.
             base["$process_person_profile"] = False
-        base["$ai_lib"] = LIB
-        base["$ai_lib_version"] = LIB_VERSION
-        base["$lib"] = LIB
-        base["$lib_version"] = LIB_VERSION
+        base.update(_LIB_PROPERTIES)
         self.base = base
 
     def props(self, own: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -334,6 +351,8 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 
 def _text(value: Any) -> str | None:
     """A scalar property as a clean string (names, model, provider...), or None."""
+    if type(value) is str and len(value) <= 1000 and value.isprintable():
+        return value  # the usual name, model or id: nothing to clean
     if value is None:
         return None
     text = value if isinstance(value, str) else jsonable(value, 1000)
@@ -344,7 +363,9 @@ def _text(value: Any) -> str | None:
 
 def _count(value: Any) -> int | None:
     """A token count or status: a non-negative int, or None when unknown or invalid."""
-    if isinstance(value, bool):
+    if type(value) is int:
+        return value if value >= 0 else None
+    if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value if value >= 0 else None

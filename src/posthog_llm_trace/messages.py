@@ -198,8 +198,30 @@ def normalize_messages(value: Any, default_role: str, limit: int = 1_000_000) ->
     """
     if value is None:
         return None
+    if type(value) is list:
+        plain = _plain_messages(value, default_role, limit)
+        if plain is not None:
+            return plain
     data = jsonable(value, limit)
     return _messages(data, default_role)
+
+
+def _plain_messages(value: list[Any], default_role: str, limit: int) -> list[Any] | None:
+    """The common case in one pass: a list of ``{"role": str, "content": str}`` dicts, which the
+    general path (:func:`jsonable`, then :func:`_messages`) would only copy. None for anything
+    else, which then takes the general path."""
+    out = []
+    for msg in value:
+        if type(msg) is not dict or len(msg) != 2:
+            return None
+        role = msg.get("role")
+        content = msg.get("content")
+        if type(role) is not str or type(content) is not str:
+            return None
+        out.append(
+            {"role": _clean_str(role, limit) or default_role, "content": _clean_str(content, limit)}
+        )
+    return out or None
 
 
 def _messages(data: Any, role: str) -> list[Any]:
