@@ -18,7 +18,7 @@ from typing import Any
 
 from . import events
 from .export.base import Exporter
-from .settings import Layer, Settings, build_settings
+from .settings import Layer, Settings, resolve
 from .spans import TraceRecord
 from .stats import Stats
 
@@ -41,7 +41,7 @@ class Client:
     """Settings + exporter + stats. Thread-safe; the exporter starts on first use."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or build_settings()
+        self.settings = settings or from_environment()
         self.stats = Stats()
         self._exporter: Exporter | None = None
         self._exporter_lock = threading.Lock()
@@ -151,6 +151,32 @@ def _warn_if_disabled(settings: Settings) -> None:
         )
 
 
+def from_environment() -> Settings:
+    """Settings from the environment; a wrong variable turns export off and is logged once."""
+    resolved, problems = resolve()
+    report_problems(problems)
+    return resolved
+
+
+_reported: set[str] = set()
+
+
+def report_problems(problems: list[str], hint: str = "") -> None:
+    """Log each configuration problem once per process, as an error: at start-up, where
+    gunicorn and uvicorn show it (through logging's last-resort handler on stderr when the
+    application configured none)."""
+    for problem in problems:
+        with _lock:
+            if problem in _reported:
+                continue
+            _reported.add(problem)
+        logger.error(
+            "posthog-llm-trace: %s; nothing is exported until this is fixed%s.",
+            problem.rstrip("."),
+            hint,
+        )
+
+
 # --- the default client -----------------------------------------------------------------------
 
 
@@ -186,8 +212,9 @@ def configure(api_key: str | None = None, host: str | None = None, **settings: A
     """Configure the default client; returns it.
 
     Sources, later wins: defaults, environment (``POSTHOG_API_KEY``, ``POSTHOG_HOST``,
-    ``POSTHOG_LLM_TRACE_*``), then these arguments. A wrong type or value raises
-    :class:`~posthog_llm_trace.ConfigurationError` naming the setting::
+    ``POSTHOG_LLM_TRACE_*``), then these arguments. A wrong argument raises
+    :class:`~posthog_llm_trace.ConfigurationError` naming the setting; a wrong or unknown
+    environment variable is logged as an error and turns export off until it is fixed::
 
         configure(api_key="phc_...", flush_at=50, privacy_mode=True)
     """
@@ -195,7 +222,9 @@ def configure(api_key: str | None = None, host: str | None = None, **settings: A
         settings["api_key"] = api_key
     if host is not None:
         settings["host"] = host
-    return set_default_client(Client(build_settings(Layer(settings))))
+    resolved, problems = resolve(explicit=Layer(settings))
+    report_problems(problems)
+    return set_default_client(Client(resolved))
 
 
 def _all_clients() -> list[Client]:
