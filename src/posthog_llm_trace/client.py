@@ -18,6 +18,7 @@ from typing import Any
 
 from . import events
 from .export.base import Exporter
+from .export.lifecycle import ensure_stop_hooks
 from .settings import Layer, Settings, resolve
 from .spans import TraceRecord
 from .stats import Stats
@@ -49,6 +50,9 @@ class Client:
         self._export_enabled = self.settings.export_enabled  # read for every trace
         _clients.add(self)
         _warn_if_disabled(self.settings)
+        self._stop_hooks = self._export_enabled and self.settings.export in ("thread", "celery")
+        if self._stop_hooks:
+            ensure_stop_hooks(retry=True)
 
     def __repr__(self) -> str:
         s = self.settings
@@ -82,6 +86,8 @@ class Client:
                 return
             exporter = self._exporter or self._start_exporter()
             if exporter is not None:
+                if self._stop_hooks:
+                    ensure_stop_hooks()  # once per process: forked workers, uvicorn's handler
                 exporter.submit(record)
         except Exception:  # pragma: no cover - exporters do not raise; belt and braces
             logger.exception("posthog-llm-trace could not hand over a trace")
