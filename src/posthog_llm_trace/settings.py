@@ -307,7 +307,8 @@ SPECS: tuple[Spec, ...] = (
         "shutdown_timeout",
         5.0,
         _positive_float,
-        "Budget in seconds of the flush at interpreter exit (and at Celery worker exit).",
+        "Budget in seconds of the flush at exit: interpreter exit, a stop by SIGTERM, a "
+        "uvicorn shutdown, Celery worker exit.",
     ),
     Spec(
         "celery_queue",
