@@ -208,7 +208,7 @@ def test_resolve_turns_export_off_for_a_wrong_environment_but_raises_for_an_argu
     resolved, problems = resolve(explicit=Layer({"privacy_mode": True}), environ=env)
     assert resolved.export == "off" and not resolved.export_enabled
     assert problems == ["POSTHOG_LLM_TRACE_FLUSH_AT must be a positive integer, got 'abc'"]
-    with pytest.raises(ConfigurationError, match="^flush_at must be a positive integer"):
+    with pytest.raises(ConfigurationError, match=r"^flush_at must be a positive integer"):
         resolve(explicit=Layer({"flush_at": "abc"}), environ={})
     resolved, problems = resolve(explicit=Layer({"flush_at": 7}), environ={"POSTHOG_API_KEY": KEY})
     assert (resolved.flush_at, resolved.export, problems) == (7, "thread", [])

@@ -159,7 +159,7 @@ def _warn_about_redis_redelivery(celery_app: Any) -> None:
             return
         conf = celery_app.conf
         url = str(conf.broker_url or conf.broker_read_url or "")
-        if not url.split(":", 1)[0].lower() in ("redis", "rediss", "sentinel"):
+        if url.split(":", 1)[0].lower() not in ("redis", "rediss", "sentinel"):
             return
         options = conf.broker_transport_options or {}
         timeout = float(options.get("visibility_timeout", 3600))
