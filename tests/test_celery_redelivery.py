@@ -4,15 +4,25 @@ batch held by a killed worker comes back (Redis's ``visibility_timeout``), and w
 from __future__ import annotations
 
 import logging
+import os
+import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
+from capture_server import CaptureServer
 from celery import Celery
+from celery_worker import REDIS_URL, Names, Worker, web_process
+from test_celery_delivery import exported_uuids, redis_names
 
 import posthog_llm_trace.celery as plt_celery
 from posthog_llm_trace import client as client_module
+from posthog_llm_trace import generation, trace
 from posthog_llm_trace.client import Client
 from posthog_llm_trace.settings import Layer, build_settings
+from tests.celery_app import make_app
+
+__all__ = ["exported_uuids", "redis_names"]
 
 
 @pytest.fixture(autouse=True)
@@ -48,3 +58,43 @@ def test_a_short_visibility_timeout_or_rabbitmq_needs_no_warning(
 ) -> None:
     assert _instrumented(caplog, "redis://127.0.0.1:6379/0", visibility_timeout=300) == []
     assert _instrumented(caplog, "amqp://guest:guest@127.0.0.1:5672//") == []
+
+
+@pytest.mark.service
+def test_batches_of_a_killed_main_process_come_back_after_the_visibility_timeout(
+    capture_server: CaptureServer,
+    redis_names: Names,
+    tmp_path: Path,
+    exported_uuids: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGKILL of the worker's main process only (its pool children live on, orphaned): the
+    batch in flight and the prefetched ones stay unacknowledged in Redis. With the short
+    ``visibility_timeout`` the README recommends (the test app uses a few seconds) another
+    worker posts every one of them."""
+    monkeypatch.setattr(client_module, "_default", None)
+    names = redis_names
+    make_app(REDIS_URL, names.queue, names.export_queue, names.keyprefix)
+    capture_server.hang(times=1)
+    slow = {"POSTHOG_LLM_TRACE_TIMEOUT": "60"}
+    first = Worker(REDIS_URL, names, capture_server.url, tmp_path, env=slow).start()
+    try:
+        with web_process(host=capture_server.url, celery_queue=names.export_queue, flush_at=5):
+            for n in range(6):
+                with trace(f"request-{n}", distinct_id="user-1"):
+                    for i in range(4):
+                        with generation(f"answer-{i}", model="m", provider="p", input="hi") as g:
+                            g.set_output("hello")
+            assert plt_celery.get_client().flush(5.0)
+        assert len(exported_uuids) == 30
+        assert capture_server.wait_for_requests(1, timeout=15), first.log()[-3000:]
+        assert first.process is not None
+        os.kill(first.process.pid, signal.SIGKILL)  # the main process only
+        first.process.wait(10)
+    finally:
+        first.kill()  # the orphaned pool children too, before the batch is released
+    capture_server.release()
+
+    with Worker(REDIS_URL, names, capture_server.url, tmp_path) as second:
+        assert capture_server.wait_for(30, timeout=60), second.log()[-3000:]
+    assert set(exported_uuids) <= set(capture_server.uuids())
