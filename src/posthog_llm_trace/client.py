@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from . import events
+from . import events, registry
 from .export.base import Exporter
 from .export.lifecycle import ensure_stop_hooks
 from .settings import Layer, Settings, resolve
@@ -196,6 +196,9 @@ def get_client() -> Client:
                 _default = Client()
             client = _default
     return client
+
+
+registry.register(get_client)
 
 
 def set_default_client(client: Client, *, if_unset: bool = False) -> Client:
