@@ -27,6 +27,10 @@ SERVERS = {
         [str(BIN / "uvicorn"), "server_sites:django_asgi", "--port", "0"],
         DJANGO_PATH,
     ),
+    "uvicorn-2-workers-django": (
+        [str(BIN / "uvicorn"), "server_sites:django_asgi", "--port", "0", "--workers", "2"],
+        DJANGO_PATH,
+    ),
     "gunicorn-sync-django": (
         [*GUNICORN, "server_sites:django_wsgi"],
         DJANGO_PATH,

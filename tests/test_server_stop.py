@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -67,14 +66,11 @@ def test_with_posthog_down_sigterm_logs_what_was_not_sent(name: str, tmp_path: P
         for i in range(REQUESTS):
             assert served.get(i) == 200
 
-        started = time.monotonic()
         served.stop(signal.SIGTERM)
-        took = time.monotonic() - started
 
     output = served.output
     counts = [int(n) for n in re.findall(r"posthog-llm-trace.*?(\d+) (?:events|at_exit)", output)]
     assert REQUESTS * EVENTS_PER_REQUEST in counts, output
-    assert took < 15, output  # bounded by the shutdown budget, not by retries
 
 
 def test_a_plain_process_stopped_by_sigterm_flushes_and_still_dies_by_sigterm(
