@@ -57,11 +57,13 @@ EVERY_SETTING: dict[str, Any] = {
     "DISTINCT_ID_RESOLVER": "tests.django_app.hooks.nobody",
     "DISTINCT_ID_HEADER": True,
     "SESSION_REPLAY_HEADER": False,
+    "INSTRUMENT": [],
 }
 EXPECTED = {
     **{key.lower(): value for key, value in EVERY_SETTING.items()},
     "mask": hooks.mask,
     "distinct_id_resolver": hooks.nobody,
+    "instrument": (),
 }
 
 
