@@ -1,11 +1,13 @@
 """Celery on Redis: a process that exports through Celery is told, once, how late an export
-batch held by a killed worker comes back (Redis's ``visibility_timeout``), and what to set."""
+batch held by a killed worker comes back (Redis's ``visibility_timeout``) and what to set; with
+that set, the batches of a worker whose main process was killed come back to another worker."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,51 +18,57 @@ from celery_worker import REDIS_URL, Names, Worker, web_process
 from test_celery_delivery import exported_uuids, redis_names
 
 import posthog_llm_trace.celery as plt_celery
+import posthog_llm_trace.export.celery as export_celery
 from posthog_llm_trace import client as client_module
 from posthog_llm_trace import generation, trace
-from posthog_llm_trace.client import Client
-from posthog_llm_trace.settings import Layer, build_settings
 from tests.celery_app import make_app
 
 __all__ = ["exported_uuids", "redis_names"]
 
 
+pytestmark = pytest.mark.service
+
+
 @pytest.fixture(autouse=True)
-def _celery_export(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = build_settings(Layer({"api_key": "phc_test", "export": "celery"}), environ={})
-    monkeypatch.setattr(client_module, "_default", Client(settings))
-    monkeypatch.setattr(plt_celery, "_warned_redelivery", False)
+def _once_per_test(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(export_celery, "_warned_redelivery", False)
+    yield
+    plt_celery.uninstrument()
 
 
-def _instrumented(caplog: pytest.LogCaptureFixture, broker: str, **options: Any) -> list[str]:
+def _publish_through(
+    broker: str, names: Names, caplog: pytest.LogCaptureFixture, **options: Any
+) -> list[str]:
+    """Export two traces through a real broker; the warnings about redelivery that were logged."""
     app = Celery("redelivery", broker=broker, set_as_current=False)
-    if options:
-        app.conf.broker_transport_options = options
-    try:
-        with caplog.at_level(logging.WARNING, logger="posthog_llm_trace"):
-            plt_celery.instrument(app)
-            plt_celery.instrument(app)
-    finally:
-        plt_celery.uninstrument()
+    app.conf.broker_transport_options = {"global_keyprefix": names.keyprefix, **options}
+    plt_celery.instrument(app)
+    with (
+        caplog.at_level(logging.WARNING, logger="posthog_llm_trace"),
+        web_process(celery_queue=names.export_queue, flush_at=1) as web,
+    ):
+        for n in range(2):
+            with trace(f"request-{n}"), generation("g", model="m", provider="p", input="hi"):
+                pass
+        assert web.flush(10.0)
+        assert web.stats.snapshot()["celery_published"] == 4
     return [r.getMessage() for r in caplog.records if "visibility_timeout" in r.getMessage()]
 
 
 def test_redis_with_the_default_visibility_timeout_is_reported_once(
-    caplog: pytest.LogCaptureFixture,
+    redis_names: Names, caplog: pytest.LogCaptureFixture
 ) -> None:
-    [message] = _instrumented(caplog, "redis://127.0.0.1:6379/0")
+    [message] = _publish_through(REDIS_URL, redis_names, caplog)
     assert "visibility_timeout=3600 s" in message
     assert "'visibility_timeout': 600" in message
 
 
-def test_a_short_visibility_timeout_or_rabbitmq_needs_no_warning(
-    caplog: pytest.LogCaptureFixture,
+def test_a_short_visibility_timeout_needs_no_warning(
+    redis_names: Names, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert _instrumented(caplog, "redis://127.0.0.1:6379/0", visibility_timeout=300) == []
-    assert _instrumented(caplog, "amqp://guest:guest@127.0.0.1:5672//") == []
+    assert _publish_through(REDIS_URL, redis_names, caplog, visibility_timeout=300) == []
 
 
-@pytest.mark.service
 def test_batches_of_a_killed_main_process_come_back_after_the_visibility_timeout(
     capture_server: CaptureServer,
     redis_names: Names,

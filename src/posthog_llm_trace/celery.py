@@ -138,43 +138,6 @@ def instrument(celery_app: Any) -> None:
         if not _connected:
             _connect()
             _connected = True
-    _warn_about_redis_redelivery(celery_app)
-
-
-#: Longest Redis ``visibility_timeout`` (seconds) we keep quiet about: an export batch held by a
-#: worker that was killed comes back after that long.
-REDELIVERY_WARN_AFTER = 600.0
-_warned_redelivery = False
-
-
-def _warn_about_redis_redelivery(celery_app: Any) -> None:
-    """Say once, when this process exports through Celery on Redis, how late a batch held by a
-    killed worker comes back. kombu's Redis transport has one ``visibility_timeout`` for every
-    queue (an hour by default); shortening it for the export queue alone is not possible, and
-    shortening it for all would redeliver the application's long tasks while they run, so it is
-    the application's call, not ours. RabbitMQ redelivers when the connection drops."""
-    global _warned_redelivery
-    try:
-        if _warned_redelivery or get_client().settings.export != "celery":
-            return
-        conf = celery_app.conf
-        url = str(conf.broker_url or conf.broker_read_url or "")
-        if url.split(":", 1)[0].lower() not in ("redis", "rediss", "sentinel"):
-            return
-        options = conf.broker_transport_options or {}
-        timeout = float(options.get("visibility_timeout", 3600))
-    except Exception:  # a warning must never break instrument()
-        return
-    if timeout > REDELIVERY_WARN_AFTER:
-        _warned_redelivery = True
-        logger.warning(
-            "posthog-llm-trace: Celery on Redis redelivers an export batch held by a killed "
-            "worker only after visibility_timeout=%.0f s; set broker_transport_options="
-            "{'visibility_timeout': %d} (or less) to get it back within minutes (PostHog "
-            "deduplicates the events of a batch sent twice), if your tasks end sooner than that.",
-            timeout,
-            int(REDELIVERY_WARN_AFTER),
-        )
 
 
 def uninstrument() -> None:
