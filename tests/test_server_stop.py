@@ -132,3 +132,26 @@ def test_an_application_signal_handler_is_kept(tmp_path: Path) -> None:
         assert process.returncode == 3, out
         assert b"mine" in out
         assert capture.event_count == 2  # its sys.exit() ran atexit, which flushed
+
+
+def test_the_handler_is_installed_only_from_the_main_thread_and_only_over_the_default(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "where.py"
+    script.write_text(
+        "import signal, threading\n"
+        "from posthog_llm_trace import Client\n"
+        "from posthog_llm_trace.settings import Layer, build_settings\n"
+        "s = build_settings(Layer({'api_key': 'phc_test'}), environ={})\n"
+        "t = threading.Thread(target=Client, args=(s,)); t.start(); t.join()\n"
+        "assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, 'installed from a thread'\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "Client(s)\n"
+        "assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN, 'SIG_IGN replaced'\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+        "Client(build_settings(Layer({'export': 'memory'}), environ={}))\n"
+        "assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, 'nothing to flush'\n"
+        "Client(s)\n"
+        "assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, 'not installed'\n"
+    )
+    subprocess.run([sys.executable, str(script)], check=True, timeout=60)

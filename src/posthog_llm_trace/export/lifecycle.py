@@ -40,7 +40,6 @@ logger = logging.getLogger("posthog_llm_trace")
 
 _lock = threading.Lock()
 _checked_pid = 0  # the process whose SIGTERM handler was looked at
-_hooked_servers: set[int] = set()  # id() of the uvicorn servers whose shutdown flushes
 
 #: Marks a uvicorn server whose ``shutdown`` we wrapped.
 _MARK = "_posthog_llm_trace_stop"
