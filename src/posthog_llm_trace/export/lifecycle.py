@@ -39,7 +39,7 @@ __all__ = ["ensure_stop_hooks", "stop_now"]
 logger = logging.getLogger("posthog_llm_trace")
 
 _lock = threading.Lock()
-_checked_pid = 0  # the process whose SIGTERM handler was looked at
+_checked = False  # this process's SIGTERM handler was looked at (reset in a forked child)
 
 #: Marks a uvicorn server whose ``shutdown`` we wrapped.
 _MARK = "_posthog_llm_trace_stop"
@@ -50,7 +50,7 @@ def ensure_stop_hooks(*, retry: bool = False) -> None:
 
     Cheap after the first call of a process. ``retry`` looks again even so: a call from the main
     thread can install the handler where an earlier call from another thread could not."""
-    if _checked_pid == os.getpid() and not retry:
+    if _checked and not retry:
         return
     try:
         _settle()
@@ -59,7 +59,7 @@ def ensure_stop_hooks(*, retry: bool = False) -> None:
 
 
 def _settle() -> None:
-    global _checked_pid
+    global _checked
     sigterm = getattr(signal, "SIGTERM", None)
     if sigterm is None:  # pragma: no cover - no SIGTERM on this platform
         return
@@ -71,7 +71,7 @@ def _settle() -> None:
         elif current == signal.SIG_DFL and threading.current_thread() is threading.main_thread():
             signal.signal(sigterm, _on_sigterm)
         # Anything else is someone's choice (or ours already): it stays.
-        _checked_pid = os.getpid()
+        _checked = True
 
 
 # --- SIGTERM with the default handler ---------------------------------------------------------
@@ -90,6 +90,8 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         stop_now()
     else:
         worker.join(_budget() + 1.0)
+        if worker.is_alive():
+            logger.warning("posthog-llm-trace: the stop flush did not finish in time")
     signal.raise_signal(signum)
 
 
@@ -108,6 +110,15 @@ def stop_now() -> None:
     started = time.monotonic()
     _flush_all_at_exit()
     logger.debug("posthog-llm-trace stop flush took %.2f s", time.monotonic() - started)
+
+
+def _after_fork_in_child() -> None:
+    global _checked
+    _checked = False  # a forked worker may run under another handler (a UvicornWorker's)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # --- uvicorn -----------------------------------------------------------------------------------
