@@ -20,6 +20,7 @@ from typing import Any, TypeVar, overload
 
 from .client import Client, configure, flush, get_client, shutdown, stats
 from .context import current_span, current_trace, run_in_context
+from .feedback import feedback, sign_trace, verify_trace_token
 from .generations import Embedding, Generation
 from .instrument import instrument, instrumented, uninstrument
 from .settings import ConfigurationError, Settings
@@ -37,6 +38,7 @@ __all__ = [
     "current_span",
     "current_trace",
     "embedding",
+    "feedback",
     "flush",
     "generation",
     "get_client",
@@ -44,11 +46,13 @@ __all__ = [
     "instrumented",
     "run_in_context",
     "shutdown",
+    "sign_trace",
     "span",
     "stats",
     "tool",
     "trace",
     "uninstrument",
+    "verify_trace_token",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])

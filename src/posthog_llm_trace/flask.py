@@ -104,6 +104,10 @@ class LLMTrace:
         explicit = Layer({**self._settings, **settings})
         client = Client(build_settings(from_prefixed(app.config), explicit))
         set_default_client(client, if_unset=True)
+        # Trace references (sign_trace, feedback tokens) are keyed with the app's SECRET_KEY,
+        # read when needed: it is often set after init_app.
+        app_ref = weakref.ref(app)
+        client.signing_key = lambda: getattr(app_ref(), "secret_key", None)
         hooks = _Hooks(client)
         app.extensions[EXTENSION_KEY] = client
         _HOOKS[app] = hooks
@@ -296,6 +300,9 @@ class _Hooks:
         if req is not None:
             req.streamed = _is_live_stream(response)
             self._resolve(req, write_session=True)
+            header = req.rt.trace_header(req.streamed)
+            if header is not None and header[0] not in response.headers:
+                response.headers[header[0]] = header[1]
         return response
 
     def teardown_request(self, exc: BaseException | None) -> None:
