@@ -91,7 +91,7 @@ def render(
 def _feedback_events(
     record: TraceRecord, settings: Settings, stats: Stats | None, fit: bool
 ) -> list[dict[str, Any]]:
-    from .feedback import render_feedback  # a cycle: feedback.py imports this module
+    from .trace_feedback import render_feedback  # a cycle: trace_feedback imports this module
 
     return render_feedback(record, settings, stats, fit=fit)
 

@@ -190,7 +190,7 @@ class TraceRecord:
     error: ErrorInfo | None
     emit_trace_event: bool
     spans: list[Span] = field(default_factory=list)
-    #: Feedback given while the trace was open (``feedback.FeedbackItem``): it is about other
+    #: Feedback given while the trace was open (``trace_feedback.FeedbackItem``): it is about other
     #: traces, and only borrows this one's identity.
     feedback: list[Any] = field(default_factory=list)
 
@@ -406,9 +406,9 @@ class Trace(_Timed):
     @property
     def feedback_token(self) -> str | None:
         """A signed reference to this trace for its user, to put in the page: the browser sends
-        it back with feedback, ``feedback(token=...)`` checks it (see :func:`.feedback.sign_trace`).
+        it back with feedback, ``feedback(token=...)`` checks it (see :func:`.trace_feedback.sign_trace`).
         None, with a warning, when no key is configured."""
-        from .feedback import token_for
+        from .trace_feedback import token_for
 
         return token_for(self)
 
