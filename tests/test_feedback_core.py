@@ -23,9 +23,9 @@ from posthog_llm_trace import (
 )
 from posthog_llm_trace import trace_feedback as feedback_module
 from posthog_llm_trace.client import Client
-from posthog_llm_trace.trace_feedback import MAX_COMMENT_CHARS, MAX_VALUE_CHARS
 from posthog_llm_trace.settings import Layer, build_settings
 from posthog_llm_trace.testing import capture_events
+from posthog_llm_trace.trace_feedback import MAX_COMMENT_CHARS, MAX_VALUE_CHARS
 
 TRACE_ID = "0b1e8f9a-5c1d-4c6e-9a51-2f6f3a0c7d11"
 
