@@ -79,9 +79,11 @@ def test_a_comment_alone_sends_only_the_feedback_event() -> None:
 def test_a_named_span_is_the_parent_of_the_feedback() -> None:
     with capture_events() as events:
         feedback(TRACE_ID, -1, comment="no", span_id="gen-42", client=make_client())
+    assert len(events) == 2
     for event in events:
-        assert props(event)["$ai_span_id"] == "gen-42"
         assert props(event)["$ai_parent_id"] == "gen-42"
+        # A node of its own under the span, never a second node with the span's id.
+        assert props(event)["$ai_span_id"] == event["uuid"] != "gen-42"
 
 
 def test_custom_properties_are_added_but_never_over_the_ai_keys() -> None:

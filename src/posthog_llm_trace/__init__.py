@@ -20,11 +20,11 @@ from typing import Any, TypeVar, overload
 
 from .client import Client, configure, flush, get_client, shutdown, stats
 from .context import current_span, current_trace, run_in_context
-from .trace_feedback import feedback, sign_trace, verify_trace_token
 from .generations import Embedding, Generation
 from .instrument import instrument, instrumented, uninstrument
 from .settings import ConfigurationError, Settings
 from .spans import UNSET, ErrorInfo, Span, Trace
+from .trace_feedback import feedback, sign_trace, verify_trace_token
 
 __all__ = [
     "Client",

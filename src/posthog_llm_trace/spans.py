@@ -406,7 +406,7 @@ class Trace(_Timed):
     @property
     def feedback_token(self) -> str | None:
         """A signed reference to this trace for its user, to put in the page: the browser sends
-        it back with feedback, ``feedback(token=...)`` checks it (see :func:`.trace_feedback.sign_trace`).
+        it back with its feedback, and ``feedback(token=...)`` checks it (see ``sign_trace``).
         None, with a warning, when no key is configured."""
         from .trace_feedback import token_for
 

@@ -115,7 +115,8 @@ def feedback(
         feedback(None, 1, token=request.POST["token"])           # a signed reference (safe)
 
     ``value`` is a number (finite, not a bool) or a short string; None sends only the comment.
-    ``span_id`` names the span the feedback is about (``$ai_span_id`` / ``$ai_parent_id``).
+    ``span_id`` names the span the feedback is about: the events become its children
+    (``$ai_parent_id`` = ``span_id``, each with a ``$ai_span_id`` of its own).
     Inside a request or any open trace, the events go out when it ends, under its user and
     ``$ai_session_id``; elsewhere under ``distinct_id`` (default: ``default_distinct_id``).
     ``properties`` are added, but never over a ``$ai_*`` key (those are dropped).
@@ -315,7 +316,8 @@ def _events(
     if distinct_id == default:
         base["$process_person_profile"] = False
     if item.span_id:
-        base["$ai_span_id"] = item.span_id
+        # A node under the span the feedback is about; its own span id is the event's uuid, so
+        # a tree built from $ai_span_id / $ai_parent_id never sees a span that is its own parent.
         base["$ai_parent_id"] = item.span_id
     base["$ai_lib"] = LIB
     base["$ai_lib_version"] = LIB_VERSION
@@ -324,12 +326,16 @@ def _events(
     out = []
     if item.value is not None:
         props = {**custom, **base, "$ai_metric_name": item.name, "$ai_metric_value": item.value}
+        if item.span_id:
+            props["$ai_span_id"] = item.uuid
         out.append(_event("$ai_metric", distinct_id, props, item.timestamp, item.uuid))
     if item.comment is not None:
         props = {**custom, **base, "$ai_feedback_text": _content(item.comment, settings)}
         if item.value is not None:
             props["$ai_metric_name"] = item.name  # which score the comment goes with
         feedback_uuid = str(uuid.uuid5(uuid.NAMESPACE_OID, item.uuid + "/feedback"))
+        if item.span_id:
+            props["$ai_span_id"] = feedback_uuid
         out.append(_event("$ai_feedback", distinct_id, props, item.timestamp, feedback_uuid))
     if fit:
         out = [shrink_event(e, limit) or _without_custom(e, base) for e in out]
