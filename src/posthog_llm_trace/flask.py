@@ -44,6 +44,10 @@ What every request gets:
 - Streamed responses (generators, ``stream_with_context``) keep the trace open until the body is
   finished or closed (the client went away); spans recorded while streaming belong to it.
   ``async def`` views work (``pip install "flask[async]"``).
+- ``X-PostHog-Trace-Id`` on the response of a request that recorded a trace (a streamed one:
+  always, when traced), for the browser's feedback (``POSTHOG_LLM_TRACE_TRACE_ID_HEADER``
+  renames it, ``""`` turns it off); ``current_trace().feedback_token`` signs the trace for the
+  user with the app's ``SECRET_KEY`` (see :func:`posthog_llm_trace.feedback`).
 """
 
 from __future__ import annotations
