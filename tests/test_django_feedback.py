@@ -197,3 +197,16 @@ def llm_settings_client() -> Client:
     from posthog_llm_trace import get_client
 
     return get_client()
+
+
+def test_feedback_with_a_raw_trace_id_is_sent_under_the_user_bound_at_the_end(alice: Any) -> None:
+    # No token: nothing looks the user up while the view runs; the end of the request must.
+    browser = DjangoClient()
+    browser.force_login(alice)
+    with capture_events() as events:
+        sent = post_json(browser, "/feedback/", {"trace_id": "answer-1", "value": 4})
+    assert sent.json() == {"accepted": True}
+    [metric] = events
+    assert metric["distinct_id"] == str(alice.pk)
+    key = browser.session.session_key
+    assert metric["properties"]["$ai_session_id"] == session_hash(SECRET, key)

@@ -162,3 +162,14 @@ def test_a_raw_trace_id_from_the_browser_is_checked_never_raised() -> None:
     assert bad.status_code == worse.status_code == ok.status_code == 200
     assert [bad.json, worse.json, ok.json] == [{"accepted": False}] * 2 + [{"accepted": True}]
     assert [e["properties"]["$ai_trace_id"] for e in events] == ["t-1"]
+
+
+def test_feedback_with_a_raw_trace_id_is_sent_under_the_user_bound_at_the_end() -> None:
+    browser = feedback_app().test_client()
+    browser.post("/login/alice")
+    with capture_events() as events:
+        sent = browser.post("/feedback", json={"trace_id": "answer-1", "value": 4})
+    assert sent.json == {"accepted": True}
+    [metric] = events
+    assert metric["distinct_id"] == "alice"
+    assert metric["properties"]["$ai_session_id"]
