@@ -161,6 +161,14 @@ def test_feedback_after_the_trace_ended_goes_out_at_once_under_its_identity() ->
     assert props(metric)["$ai_session_id"] == "conv-5"
 
 
+def test_feedback_for_another_client_inside_a_trace_goes_out_at_once() -> None:
+    ours, other = make_client(), make_client(default_distinct_id="other-anon")
+    with capture_events() as events, trace("t", client=ours, distinct_id="user-1"):
+        feedback(TRACE_ID, 1, client=other)
+        [metric] = events  # not held for the end of a trace of another client
+    assert metric["distinct_id"] == "user-1"  # still the trace's user
+
+
 def test_a_disabled_client_sends_nothing_and_counts_nothing() -> None:
     client = make_client()
     assert client.recording is False  # export off, no capture_events()
@@ -343,12 +351,17 @@ def test_without_a_key_signing_is_a_clear_error_and_a_token_a_counted_drop(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(feedback_module, "_django_secret", lambda: None)
+    monkeypatch.setattr(feedback_module, "_warned_no_key", False)
     client = make_client()
     with pytest.raises(ConfigurationError, match="trace_token_key"):
         sign_trace(TRACE_ID, "u", client=client)
     with trace("t", client=client) as t, caplog.at_level(logging.WARNING, "posthog_llm_trace"):
         assert t.feedback_token is None
     assert "trace_token_key" in caplog.text
+    with trace("t", client=client) as t, caplog.at_level(logging.WARNING, "posthog_llm_trace"):
+        caplog.clear()
+        assert t.feedback_token is None
+    assert caplog.text == ""  # said once, not on every page
     with capture_events():
         assert not feedback(token=f"{TRACE_ID}.abc", value=1, client=client)
     assert client.stats.snapshot()["dropped_feedback_bad_token"] == 1

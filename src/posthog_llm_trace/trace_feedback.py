@@ -140,7 +140,9 @@ def feedback(
     except Exception as exc:  # a hostile object (a __str__ that raises...): still never raise
         stats.dropped("feedback_invalid", n, f"unexpected {type(exc).__name__}")
         return False
-    if trace is not None and trace._add_feedback(item):
+    # Held for the open trace's end (its identity is bound then), unless another client was
+    # asked for explicitly.
+    if trace is not None and trace.client is client and trace._add_feedback(item):
         return True
     client.submit(_record(item, trace))
     return True
@@ -504,11 +506,17 @@ def _verified(
 def token_for(trace: Trace) -> str | None:
     """``Trace.feedback_token``: a reference to ``trace`` for its user, or None (logged) when
     no key is configured."""
+    global _warned_no_key
     try:
         return f"{trace.id}.{_signature(_key(None, trace.client), trace.id, _subject(None, trace))}"
     except ConfigurationError as exc:
-        logger.warning("posthog-llm-trace: %s", exc)
+        if not _warned_no_key:  # once: a template may ask on every page
+            _warned_no_key = True
+            logger.warning("posthog-llm-trace: %s", exc)
         return None
+
+
+_warned_no_key = False
 
 
 def _django_secret() -> Any:
