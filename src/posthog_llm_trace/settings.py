@@ -416,13 +416,13 @@ class Settings:
     trace_token_key: str | None = None
 
     def __repr__(self) -> str:
-        # The API key is a credential: never in reprs, logs or exceptions.
+        # The API key and the token key are secrets: never in reprs, logs or exceptions.
         shown = ", ".join(
             f"{f.name}="
-            + (
+            + repr(
                 "***"
                 if f.name in SECRET_SETTINGS and getattr(self, f.name)
-                else repr(getattr(self, f.name))
+                else getattr(self, f.name)
             )
             for f in dataclasses.fields(self)
         )

@@ -19,7 +19,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
@@ -192,7 +192,7 @@ class TraceRecord:
     spans: list[Span] = field(default_factory=list)
     #: Feedback given while the trace was open (``trace_feedback.FeedbackItem``): it is about other
     #: traces, and only borrows this one's identity.
-    feedback: list[Any] = field(default_factory=list)
+    feedback: Sequence[Any] = ()
 
     @property
     def event_count(self) -> int:
