@@ -37,10 +37,10 @@ def feedback_app(**settings: Any) -> Flask:
     @app.get("/page")
     def page() -> str:
         record_chat("hi")
-        # The documented way to give templates the trace.
+        # The extension gives templates current_trace().
         return render_template_string(
-            "<p data-trace='{{ t.id }}' data-token='{{ t.feedback_token }}'>",
-            t=current_trace(),
+            "<p data-trace='{{ current_trace().id }}'"
+            " data-token='{{ current_trace().feedback_token }}'>"
         )
 
     @app.post("/feedback")

@@ -47,7 +47,8 @@ What every request gets:
 - ``X-PostHog-Trace-Id`` on the response of a request that recorded a trace (a streamed one:
   always, when traced), for the browser's feedback (``POSTHOG_LLM_TRACE_TRACE_ID_HEADER``
   renames it, ``""`` turns it off); ``current_trace().feedback_token`` signs the trace for the
-  user with the app's ``SECRET_KEY`` (see :func:`posthog_llm_trace.feedback`).
+  user with the app's ``SECRET_KEY`` (see :func:`posthog_llm_trace.feedback`). Templates have
+  ``current_trace`` too: ``{{ current_trace().id }}``.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ except ImportError:  # pragma: no cover - Flask-Login is optional
     _flask_login = None
 
 from .client import Client, set_default_client
+from .context import current_trace
 from .settings import Layer, build_settings, from_prefixed
 from .web import RequestTrace, clean_header, session_hash
 
@@ -118,11 +120,17 @@ class LLMTrace:
         app.wsgi_app = _TracingMiddleware(app.wsgi_app, hooks)  # type: ignore[method-assign]
         app.after_request(hooks.after_request)
         app.teardown_request(hooks.teardown_request)
+        # Templates can write {{ current_trace().id }} / {{ current_trace().feedback_token }}.
+        app.context_processor(_template_context)
         # Module-level receivers find the app's hooks through the sender: nothing holds the
         # hooks (and their client) once the app is gone.
         got_request_exception.connect(_on_exception, app)
         if client.settings.request_filter is not None:
             request_started.connect(_on_request_started, app)
+
+
+def _template_context() -> dict[str, Any]:
+    return {"current_trace": current_trace}
 
 
 #: Each instrumented app's hooks, for the signal receivers.
