@@ -11,6 +11,7 @@ from test_core_readme import python_blocks, section
 
 from posthog_llm_trace import stats
 from posthog_llm_trace import trace_feedback as feedback_module
+from posthog_llm_trace.stats import DROP_REASONS
 from posthog_llm_trace.testing import capture_events
 
 
@@ -43,7 +44,9 @@ def test_every_feedback_property_and_drop_reason_is_documented() -> None:
     source = inspect.getsource(feedback_module)
     props = set(re.findall(r'"(\$ai_[a-z_]+)"', source))
     assert {"$ai_metric_name", "$ai_metric_value", "$ai_feedback_text"} <= props
-    reasons = {"dropped_" + r for r in re.findall(r'"(feedback_[a-z_]+)"', source)}
-    assert len(reasons) >= 6
+    found = set(re.findall(r'"(feedback_[a-z_]+)"', source))
+    assert len(found) >= 6
+    assert found <= set(DROP_REASONS)  # the list of every reason there is
+    reasons = {"dropped_" + r for r in found}
     missing = sorted(p for p in props | reasons if f"`{p}`" not in documented)
     assert not missing, f"undocumented: {missing}"
