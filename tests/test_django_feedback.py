@@ -210,3 +210,31 @@ def test_feedback_with_a_raw_trace_id_is_sent_under_the_user_bound_at_the_end(al
     assert metric["distinct_id"] == str(alice.pk)
     key = browser.session.session_key
     assert metric["properties"]["$ai_session_id"] == session_hash(SECRET, key)
+
+
+def test_an_async_view_checks_the_token_against_the_user_it_loaded(alice: Any, bob: Any) -> None:
+    token = logged_in(alice).get("/answer/").json()["token"]
+
+    def post_async(user: Any) -> Any:
+        client = AsyncClient()
+        client.force_login(user)
+
+        @async_to_sync
+        async def run() -> Any:
+            return await client.post(
+                "/async/feedback/", json.dumps({"token": token, "value": 1}), "application/json"
+            )
+
+        return run()
+
+    with capture_events() as events:
+        assert post_async(alice).json() == {"accepted": True}
+        assert post_async(bob).json() == {"accepted": False}
+    [metric] = events
+    assert metric["distinct_id"] == str(alice.pk)
+
+
+def logged_in(user: Any) -> DjangoClient:
+    browser = DjangoClient()
+    browser.force_login(user)
+    return browser

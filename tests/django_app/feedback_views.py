@@ -85,6 +85,14 @@ async def astream(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(body())
 
 
+async def asend_feedback(request: HttpRequest) -> JsonResponse:
+    from tests.django_app.views import auser
+
+    await auser(request)  # under ASGI the token check sees only a user already loaded
+    data: Any = json.loads(request.body or b"{}")
+    return JsonResponse({"accepted": feedback(None, data.get("value"), token=data.get("token"))})
+
+
 async def aanswer(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"answer": _answer("hi")})
 
@@ -98,4 +106,5 @@ urlpatterns = [
     path("stream/", stream),
     path("astream/", astream),
     path("async/answer/", aanswer),
+    path("async/feedback/", asend_feedback),
 ]
