@@ -17,7 +17,7 @@ from core_support import make_client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from posthog_llm_trace import generation, span, tool, trace
+from posthog_llm_trace import feedback, generation, span, tool, trace
 from posthog_llm_trace.jsonenc import (
     BACKEND,
     ReprFloat,
@@ -202,6 +202,16 @@ def test_any_recorded_content_renders_to_the_same_bytes(properties: Any, output:
             gen.set_cost(total_usd=cost)
     for event in events:
         assert dumps(event) == dumps_stdlib(event)
+
+
+@pytest.mark.parametrize("score", [1e-05, 2.5e17, 0.75, 3])
+def test_feedback_scores_are_the_same_bytes_with_either_encoder(score: float):
+    client = make_client()
+    with capture_events() as events:
+        feedback("0b1e8f9a-5c1d-4c6e-9a51-2f6f3a0c7d11", score, comment="ok", client=client)
+    [metric] = events.named("$ai_metric")
+    assert metric["properties"]["$ai_metric_value"] == score
+    assert dumps(list(events)) == dumps_stdlib(list(events))
 
 
 def test_replayed_events_are_written_as_they_were_read():

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import context
 from .events import LIB, LIB_VERSION, iso
+from .jsonenc import json_float
 from .messages import jsonable, shrink_event
 from .settings import ConfigurationError, Settings
 from .spans import Trace, TraceRecord
@@ -327,7 +328,8 @@ def _events(
     base["$lib_version"] = LIB_VERSION
     out = []
     if item.value is not None:
-        props = {**custom, **base, "$ai_metric_name": item.name, "$ai_metric_value": item.value}
+        value = json_float(item.value) if type(item.value) is float else item.value
+        props = {**custom, **base, "$ai_metric_name": item.name, "$ai_metric_value": value}
         if item.span_id:
             props["$ai_span_id"] = item.uuid
         out.append(_event("$ai_metric", distinct_id, props, item.timestamp, item.uuid))
