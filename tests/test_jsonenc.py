@@ -86,7 +86,7 @@ def test_every_float_is_written_as_python_writes_it(x: float):
         assert dumps(json_float(x)) == repr(x).encode()
 
 
-def test_orjson_writes_small_and_large_floats_differently_unless_wrapped():
+def test_orjson_writes_small_floats_differently_unless_wrapped():
     # What json_float exists for.
     assert orjson.dumps(1e-05) == b"0.00001"
     assert dumps_stdlib(1e-05) == b"1e-05"

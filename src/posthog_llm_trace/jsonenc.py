@@ -16,8 +16,10 @@ library's encoder. Which one ran never shows in what PostHog receives:
   levels, objects with no JSON form) goes to the standard library as well, which encodes it or
   raises the error the caller counts;
 - floats: both write the shortest text that reads back as the same number, but orjson writes
-  ``1e-05`` as ``0.00001`` and ``1e+16`` as ``1e16``, and ``NaN`` as ``null``. The two agree on
-  every finite float from 1e-4 to 1e16 (and zero); any other float must be a :class:`ReprFloat`
+  ``1e-05`` as ``0.00001`` and ``5e-06`` as ``5e-6``, and ``NaN`` as ``null``. The two agree on
+  every finite float from 1e-4 to 1e16 (and zero), which is checked; any other float (those
+  past 1e16 too, where the two agree today, to depend on no library's choice of notation) must
+  be a :class:`ReprFloat`
   (:func:`json_float` makes one), which orjson writes as the standard library does. The core's
   mapping does this for every float it puts in an event (``messages.jsonable`` and the computed
   properties), and :func:`canonical` does it for data that arrives from elsewhere (a Celery
