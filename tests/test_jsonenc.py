@@ -26,7 +26,7 @@ from posthog_llm_trace.jsonenc import (
     dumps_stdlib,
     json_float,
 )
-from posthog_llm_trace.messages import jsonable
+from posthog_llm_trace.messages import jsonable, shrink_event
 from posthog_llm_trace.replay import _parse
 from posthog_llm_trace.testing import capture_events
 
@@ -212,6 +212,17 @@ def test_feedback_scores_are_the_same_bytes_with_either_encoder(score: float):
     [metric] = events.named("$ai_metric")
     assert metric["properties"]["$ai_metric_value"] == score
     assert dumps(list(events)) == dumps_stdlib(list(events))
+
+
+def test_a_shrunk_event_is_the_same_bytes_with_either_encoder():
+    event = {
+        "event": "$ai_span",
+        "distinct_id": "d",
+        "properties": {"$ai_latency": json_float(3e-06), "$ai_input_state": "x" * 5000},
+    }
+    smaller = shrink_event(event, 2000)
+    assert smaller is not None and len(dumps_stdlib(smaller)) <= 2000
+    assert dumps(smaller) == dumps_stdlib(smaller)
 
 
 def test_replayed_events_are_written_as_they_were_read():

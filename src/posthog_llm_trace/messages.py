@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from .jsonenc import ReprFloat, json_float
+from .jsonenc import ReprFloat, canonical, json_float
 
 __all__ = [
     "TRUNCATION_MARKER",
@@ -469,7 +469,7 @@ def shrink_event(event: dict[str, Any], max_bytes: int) -> dict[str, Any] | None
     if not isinstance(props, dict):
         return None
     # Work on a copy: nested values may be shared with the trace's other events.
-    props = event["properties"] = json.loads(json.dumps(props, ensure_ascii=False))
+    props = event["properties"] = canonical(json.loads(json.dumps(props, ensure_ascii=False)))
     for _ in range(64):
         found = _largest_string(props)
         if found is None:
