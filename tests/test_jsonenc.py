@@ -8,6 +8,7 @@ import decimal
 import enum
 import json
 import math
+import tracemalloc
 import uuid
 from typing import Any
 
@@ -223,6 +224,20 @@ def test_a_shrunk_event_is_the_same_bytes_with_either_encoder():
     smaller = shrink_event(event, 2000)
     assert smaller is not None and len(dumps_stdlib(smaller)) <= 2000
     assert dumps(smaller) == dumps_stdlib(smaller)
+
+
+def test_the_encoded_batch_holds_no_more_memory_than_its_length():
+    # orjson's own result keeps its whole write buffer (several times the length): a batch
+    # held through a long outage must cost what its JSON weighs, as with the standard library.
+    batch = [{"event": "$ai_generation", "properties": {"$ai_input": "x" * 1_000_000}}]
+    tracemalloc.start()
+    try:
+        encoded = dumps(batch)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert encoded == dumps_stdlib(batch)
+    assert held < 1.2 * len(encoded)
 
 
 def test_replayed_events_are_written_as_they_were_read():
