@@ -22,7 +22,7 @@ class _ModelCall(Span):
     """What generations and embeddings share: the model, the provider's endpoint and status,
     token usage and, only when the application knows them, real costs."""
 
-    __slots__ = ("base_url", "cost", "http_status", "model", "provider", "usage")
+    __slots__ = ("base_url", "captured", "cost", "http_status", "model", "provider", "usage")
 
     def __init__(
         self,
@@ -40,6 +40,9 @@ class _ModelCall(Span):
         self.usage: dict[str, Any] = {}
         self.cost: Mapping[str, float] = _NO_COST  # a dict once a cost is set
         self.http_status: int | None = None
+        #: What posthog-python's wrapper captured for this same call (see
+        #: :mod:`.providers.posthog`): merged field by field, ours winning where we know more.
+        self.captured: dict[str, Any] | None = None
 
     def set_model(self, model: str, provider: str | None = None) -> None:
         self.model = model
