@@ -3,18 +3,87 @@
 Each module reads that SDK's request arguments, response objects, usage, stream events and stop
 reasons, for the manual API (``Generation.set_output(response)``, ``set_usage(response.usage)``)
 and for the instrumentation (``install()`` / ``uninstall()``, used by :mod:`..instrument`).
-The helpers here are what every provider module shares: opening the generation of one call.
+The helpers here are what every provider module shares: opening the generation of one call,
+and reading an object whatever provider it comes from (``read_usage``, ``read_response``).
+
+Every provider module exposes ``read_usage(usage) -> dict[str, int] | None`` (the package's usage
+keys: ``input_tokens`` gross, ``output_tokens``, ``cache_read_input_tokens``,
+``cache_creation_input_tokens``, ``cache_creation_5m_input_tokens``,
+``cache_creation_1h_input_tokens``, ``reasoning_tokens``, ``web_search_count``) and
+``read_response(obj) -> dict[str, Any] | None`` (keys among ``output``, a list of messages as
+PostHog renders them, ``stop_reason``, ``model``, ``usage``); both return None for an object
+that is not that provider's.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from .. import context
-from ..generations import Generation
+from .. import generations as _generations  # a module: generations.py reads through us
 from ..spans import UNSET
+from . import anthropic, openai
 
-__all__ = ["begin_call", "end_call"]
+if TYPE_CHECKING:
+    from ..generations import Generation
+
+__all__ = ["begin_call", "end_call", "read_response", "read_usage"]
+
+#: The provider modules that can read objects, in the order they are tried.
+READERS: tuple[ModuleType, ...] = (openai, anthropic)
+
+
+def _provider_first(obj: Any) -> tuple[ModuleType, ...]:
+    """The readers, the one whose SDK made ``obj`` first (its class's module says so)."""
+    module = type(obj).__module__
+    for reader in READERS:
+        if module.startswith(reader.__name__.rsplit(".", 1)[-1]):
+            return (reader, *(r for r in READERS if r is not reader))
+    return READERS
+
+
+def _first(method: str, obj: Any) -> Any:
+    for reader in _provider_first(obj):
+        read: Callable[[Any], Any] | None = getattr(reader, method, None)
+        if read is None:
+            continue
+        try:
+            result = read(obj)
+        except Exception:  # a reader must never raise; if one does, try the next
+            continue
+        if result is not None:
+            return result
+    return None
+
+
+def read_usage(usage: Any) -> dict[str, int] | None:
+    """Token counts of any supported provider's usage object or dict, in the package's usage
+    keys; None when no provider recognises it."""
+    counts: dict[str, int] | None = _first("read_usage", usage)
+    if counts is None:
+        counts = _plain_usage(usage)
+    return counts
+
+
+def _plain_usage(usage: Any) -> dict[str, int] | None:
+    """``{"input_tokens", "output_tokens"}`` with nothing to tell the provider: read as is."""
+    if not isinstance(usage, Mapping):
+        return None
+    out = {
+        key: value
+        for key in ("input_tokens", "output_tokens")
+        if type(value := usage.get(key)) is int
+    }
+    return out or None
+
+
+def read_response(obj: Any) -> dict[str, Any] | None:
+    """What a provider's response object (or its dict) says: ``output``, ``stop_reason``,
+    ``model``, ``usage``; None when no provider recognises it."""
+    result: dict[str, Any] | None = _first("read_response", obj)
+    return result
 
 
 def _recording() -> bool:
@@ -47,7 +116,11 @@ def begin_call(
     if not _recording():
         return None
     current = context.current_span()
-    if isinstance(current, Generation) and not current._end_perf and not current.provider_call:
+    if (
+        isinstance(current, _generations.Generation)
+        and not current._end_perf
+        and not current.provider_call
+    ):
         current.provider_call = True
         if current.model is None:
             current.model = model
@@ -64,7 +137,7 @@ def begin_call(
         if stream is not None and current.stream is None:
             current.stream = stream
         return current, False
-    gen = Generation(
+    gen = _generations.Generation(
         name,
         model=model,
         provider=provider,
