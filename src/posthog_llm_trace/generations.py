@@ -22,7 +22,7 @@ class _ModelCall(Span):
     """What generations and embeddings share: the model, the provider's endpoint and status,
     token usage and, only when the application knows them, real costs."""
 
-    __slots__ = ("base_url", "cost", "http_status", "model", "provider", "usage")
+    __slots__ = ("base_url", "cost", "http_status", "model", "provider", "provider_call", "usage")
 
     def __init__(
         self,
@@ -40,6 +40,8 @@ class _ModelCall(Span):
         self.usage: dict[str, Any] = {}
         self.cost: Mapping[str, float] = _NO_COST  # a dict once a cost is set
         self.http_status: int | None = None
+        #: True once an instrumented SDK call fills this span (one call, one event).
+        self.provider_call = False
 
     def set_model(self, model: str, provider: str | None = None) -> None:
         self.model = model
@@ -63,7 +65,6 @@ class Generation(_ModelCall):
         "_first_token_perf",
         "_segments",
         "model_parameters",
-        "provider_call",
         "stop_reason",
         "stream",
         "tools",
@@ -89,8 +90,6 @@ class Generation(_ModelCall):
         self.tools = tools
         self.stream = stream
         self.stop_reason: str | None = None
-        #: True once an instrumented SDK call fills this generation (one call, one event).
-        self.provider_call = False
         self._first_token_perf = 0.0
         #: Streamed segments: [kind, start_wall, start_perf, end_wall, end_perf, parts, meta]
         self._segments: list[list[Any]] | None = None

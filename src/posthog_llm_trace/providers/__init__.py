@@ -17,6 +17,7 @@ that is not that provider's.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -24,24 +25,27 @@ from typing import TYPE_CHECKING, Any
 from .. import context
 from .. import generations as _generations  # a module: generations.py reads through us
 from ..spans import UNSET
-from . import anthropic, openai
 
 if TYPE_CHECKING:
-    from ..generations import Generation
+    from ..generations import Embedding, Generation
 
-__all__ = ["begin_call", "end_call", "read_response", "read_usage"]
+__all__ = ["begin_call", "begin_embedding", "end_call", "read_response", "read_usage", "recording"]
 
 #: The provider modules that can read objects, in the order they are tried.
-READERS: tuple[ModuleType, ...] = (openai, anthropic)
+READERS = ("openai", "anthropic")
+_readers: tuple[ModuleType, ...] = ()
 
 
 def _provider_first(obj: Any) -> tuple[ModuleType, ...]:
     """The readers, the one whose SDK made ``obj`` first (its class's module says so)."""
+    global _readers
+    if not _readers:  # imported on first use: they import this module
+        _readers = tuple(importlib.import_module(f"{__name__}.{name}") for name in READERS)
     module = type(obj).__module__
-    for reader in READERS:
+    for reader in _readers:
         if module.startswith(reader.__name__.rsplit(".", 1)[-1]):
-            return (reader, *(r for r in READERS if r is not reader))
-    return READERS
+            return (reader, *(r for r in _readers if r is not reader))
+    return _readers
 
 
 def _first(method: str, obj: Any) -> Any:
@@ -84,6 +88,11 @@ def read_response(obj: Any) -> dict[str, Any] | None:
     ``model``, ``usage``; None when no provider recognises it."""
     result: dict[str, Any] | None = _first("read_response", obj)
     return result
+
+
+def recording() -> bool:
+    """Whether a call made now would be recorded: the one check a disabled call pays."""
+    return _recording()
 
 
 def _recording() -> bool:
@@ -152,7 +161,43 @@ def begin_call(
     return gen, True
 
 
-def end_call(gen: Generation, owned: bool, error: BaseException | None = None) -> None:
+def begin_embedding(
+    name: str,
+    *,
+    provider: str,
+    model: str | None = None,
+    input: Any = UNSET,
+    base_url: str | None = None,
+) -> tuple[Embedding, bool] | None:
+    """:func:`begin_call` for an embeddings call: fills an open application ``embedding(...)``
+    or opens one of its own."""
+    if not _recording():
+        return None
+    current = context.current_span()
+    if (
+        isinstance(current, _generations.Embedding)
+        and not current._end_perf
+        and not current.provider_call
+    ):
+        current.provider_call = True
+        if current.model is None:
+            current.model = model
+        if current.provider is None:
+            current.provider = provider
+        if current.input is UNSET and input is not UNSET:
+            current.set_input(input)
+        if base_url is not None and current.base_url is None:
+            current.base_url = base_url
+        return current, False
+    emb = _generations.Embedding(
+        name, model=model, provider=provider, input=input, base_url=base_url
+    )
+    emb.provider_call = True
+    emb.start()
+    return emb, True
+
+
+def end_call(gen: Generation | Embedding, owned: bool, error: BaseException | None = None) -> None:
     """End the call's generation: the one it opened, or mark the application's one failed (the
     application's ``with`` block ends it)."""
     if owned:
