@@ -5,6 +5,7 @@ application unchanged."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import socket
@@ -568,14 +569,17 @@ def test_a_call_without_a_trace_opens_its_own(client: openai.OpenAI) -> None:
 
 
 def test_inside_an_application_generation_the_call_fills_it(client: openai.OpenAI) -> None:
-    with capture_events() as events, traced():
-        with generation("answer", properties={"feature": "chat"}) as gen:
-            reply = client.chat.completions.create(
-                model="gpt-4o-mini",
-                messages=[{"role": "user", "content": "once"}],
-                temperature=0,
-            )
-            gen.set_output(reply)
+    with (
+        capture_events() as events,
+        traced(),
+        generation("answer", properties={"feature": "chat"}) as gen,
+    ):
+        reply = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "once"}],
+            temperature=0,
+        )
+        gen.set_output(reply)
     only = only_generation(events)
     assert only["$ai_span_name"] == "answer" and only["feature"] == "chat"
     assert only["$ai_model"] == "gpt-4o-mini"
@@ -590,10 +594,9 @@ def test_an_error_inside_an_application_generation_marks_it(
 ) -> None:
     fake.queue("/v1/chat/completions", Json({"error": {"message": "nope"}}, 400))
     with capture_events() as events, traced(), generation("answer"):
-        try:
+        # the application handles the error; the generation still failed
+        with contextlib.suppress(openai.BadRequestError):
             client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
-        except openai.BadRequestError:
-            pass  # the application handles it; the generation still failed
     only = only_generation(events)
     assert only["$ai_is_error"] is True and only["$ai_http_status"] == 400
 
