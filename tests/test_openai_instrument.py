@@ -593,10 +593,14 @@ def test_an_error_inside_an_application_generation_marks_it(
     client: openai.OpenAI, fake: FakeProvider
 ) -> None:
     fake.queue("/v1/chat/completions", Json({"error": {"message": "nope"}}, 400))
-    with capture_events() as events, traced(), generation("answer"):
-        # the application handles the error; the generation still failed
-        with contextlib.suppress(openai.BadRequestError):
-            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    # the application handles the error; the generation still failed
+    with (
+        capture_events() as events,
+        traced(),
+        generation("answer"),
+        contextlib.suppress(openai.BadRequestError),
+    ):
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
     only = only_generation(events)
     assert only["$ai_is_error"] is True and only["$ai_http_status"] == 400
 
