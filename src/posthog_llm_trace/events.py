@@ -324,13 +324,17 @@ class _Mapper:
             ("output_tokens", "$ai_output_tokens"),
             ("cache_read_input_tokens", "$ai_cache_read_input_tokens"),
             ("cache_creation_input_tokens", "$ai_cache_creation_input_tokens"),
+            ("cache_creation_5m_input_tokens", "$ai_cache_creation_5m_input_tokens"),
+            ("cache_creation_1h_input_tokens", "$ai_cache_creation_1h_input_tokens"),
             ("reasoning_tokens", "$ai_reasoning_tokens"),
             ("web_search_count", "$ai_web_search_count"),
         ):
             count = _count(usage.get(key))
             if count is not None:  # unknown counts are omitted, never sent as 0
                 props[prop] = count
-        if "$ai_cache_read_input_tokens" in props or "$ai_cache_creation_input_tokens" in props:
+        if "$ai_input_tokens" in props and (
+            "$ai_cache_read_input_tokens" in props or "$ai_cache_creation_input_tokens" in props
+        ):
             # Our input count is gross (cache included). Saying so explicitly stops PostHog
             # from guessing "exclusive" for Claude models and double-billing the cache.
             props["$ai_cache_reporting_exclusive"] = False
