@@ -39,7 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import context
-from ..captured import CapturedEvent
+from ..captured import LINK_PROPERTIES, CapturedEvent
 from ..export.posthog import delivering
 from ..generations import Embedding, Generation, _ModelCall
 from ..spans import Span, Trace, _safe_str
@@ -297,15 +297,19 @@ def _add(
     captured = CapturedEvent(name, props, kind=kind, distinct_id=distinct_id)
     foreign_trace = props.get("$ai_trace_id")
     parent = props.get("$ai_parent_id")
-    if event == "$ai_trace" or parent is None or parent == "" or parent == foreign_trace:
-        # A root of the other SDK's tree (or a lone call): it hangs under our current span.
+    span_id = props.get("$ai_span_id")
+    if event == "$ai_trace" and foreign_trace not in (None, ""):
+        # The root of the other SDK's tree (LangChain's outermost run): its children point at
+        # its trace id, which becomes this span's id.
+        span_id = foreign_trace
+    if event == "$ai_trace" or parent is None or parent == "":
+        # A root (or a lone call): it hangs under our current span.
         if isinstance(node, Span) and not node._end_perf and node.trace is trace:
             parent_id = node.id
         else:
             parent_id = trace.parent_id or trace.id
     else:
         parent_id = _safe_str(parent)
-    span_id = props.get("$ai_span_id")
     captured.place(trace, None if span_id in (None, "") else _safe_str(span_id), parent_id)
     trace._add(captured)
     return _event_uuid(captured.id)
@@ -341,7 +345,7 @@ class _Bracket:
     def capture(self, props: dict[str, Any]) -> str:
         from ..events import _event_uuid
 
-        self.gen.captured = props
+        self.gen.captured = {k: v for k, v in props.items() if k not in LINK_PROPERTIES}
         self.captured = True
         if self.returned:
             self.finish()
@@ -394,6 +398,19 @@ def _open(kind: str, name: str, provider: str | None) -> tuple[_ModelCall, bool]
     return gen, True
 
 
+#: The span name of a bracketed call, by wrapper class: what our SDK instrumentation names it.
+_NAMES = {
+    "WrappedCompletions": "chat.completions",
+    "WrappedBetaCompletions": "chat.completions",
+    "WrappedResponses": "responses",
+    "WrappedEmbeddings": "embeddings",
+    "WrappedMessages": "messages",
+    "AsyncWrappedMessages": "messages",
+    "Models": "models",
+    "AsyncModels": "models",
+}
+
+
 def _provider_of(wrapper: Any) -> str | None:
     module = type(wrapper).__module__
     for provider in ("openai", "anthropic", "gemini"):
@@ -415,7 +432,7 @@ def _bracketed(original: Callable[..., Any], *, kind: str, name: str) -> Callabl
         if not node.trace.recording:
             return None, None
         provider = _provider_of(wrapper)
-        gen, owned = _open(kind, f"{provider or 'llm'}.{name}", provider)
+        gen, owned = _open(kind, _NAMES.get(type(wrapper).__name__, name), provider)
         streams = streams_always or bool(kwargs.get("stream"))
         bracket = _Bracket(gen, owned, kind, streams)
         extra = kwargs.get("posthog_properties")
