@@ -7,6 +7,7 @@ the session key, exceptions through ``process_exception``, and keeping the trace
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import inspect
@@ -188,7 +189,7 @@ def _begin(
     if settings.request_filter is not None and not traced(settings.request_filter, request):
         return None
     rt = _start(request, settings, client)
-    rt.trace.identify = lambda: _identity(request, settings)
+    rt.trace.identify = lambda: _identity_now(request, settings)
     return rt
 
 
@@ -314,6 +315,16 @@ def _identity(request: Any, settings: Settings) -> Identity:
         except Exception:  # a failing user lookup must not fail the response
             logger.exception("posthog-llm-trace could not look the user up")
     return distinct_id, _session_id(request)
+
+
+def _identity_now(request: Any, settings: Settings) -> Identity:
+    """The identity while the view runs: looked up in sync code, only what is loaded in async
+    code (an async view behind a sync middleware chain must not query the database)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _identity(request, settings)
+    return _identity_loaded(request)
 
 
 def _identity_loaded(request: Any) -> Identity:
