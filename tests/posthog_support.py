@@ -85,7 +85,11 @@ def _message(request: Request) -> Json | Sse:
     events.append(
         (
             "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
         )
     )
     for word in text.split(" "):

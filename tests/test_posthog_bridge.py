@@ -71,12 +71,14 @@ def test_a_wrapper_call_joins_the_current_trace_and_is_delivered_once_by_us(
     bridged: None, ph: posthog.Posthog, fake: FakeProvider, capture_server: CaptureServer
 ) -> None:
     llm = wrapper(ph, fake)
-    with capture_events() as events:
-        with trace("job", client=make_client(), distinct_id="user-7", session_id="conv-1") as t:
-            t.groups["company"] = "acme"
-            t.set_property("plan", "pro")
-            with span("agent", kind="agent") as agent:
-                reply = llm.chat.completions.create(model="gpt-4o-mini", messages=ASK)
+    with (
+        capture_events() as events,
+        trace("job", client=make_client(), distinct_id="user-7", session_id="conv-1") as t,
+    ):
+        t.groups["company"] = "acme"
+        t.set_property("plan", "pro")
+        with span("agent", kind="agent") as agent:
+            reply = llm.chat.completions.create(model="gpt-4o-mini", messages=ASK)
     assert reply.choices[0].message.content == "echo: hello there"
     gen = one(events, "$ai_generation")
     p = props(gen)
@@ -100,14 +102,17 @@ def test_with_openai_instrumentation_too_one_call_is_one_generation_richest_fiel
     ph: posthog.Posthog, fake: FakeProvider, capture_server: CaptureServer
 ) -> None:
     llm = wrapper(ph, fake)
-    with instrumented("posthog", "openai"), capture_events() as events:
-        with trace("job", client=make_client()):
-            llm.chat.completions.create(model="gpt-4o-mini", messages=ASK)
-            stream = llm.chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": "a b c"}], stream=True
-            )
-            text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-            llm.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
+    with (
+        instrumented("posthog", "openai"),
+        capture_events() as events,
+        trace("job", client=make_client()),
+    ):
+        llm.chat.completions.create(model="gpt-4o-mini", messages=ASK)
+        stream = llm.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "a b c"}], stream=True
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        llm.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
     assert text == "echo: a b c"
     plain, streamed = (props(e) for e in events.named("$ai_generation"))
     assert len(events.named("$ai_embedding")) == 1
@@ -123,9 +128,13 @@ def test_an_application_generation_around_a_wrapper_call_is_filled_not_doubled(
     ph: posthog.Posthog, fake: FakeProvider
 ) -> None:
     llm = wrapper(ph, fake)
-    with instrumented("posthog", "openai"), capture_events() as events:
-        with trace("job", client=make_client()), generation("answer") as gen:
-            llm.chat.completions.create(model="gpt-4o-mini", messages=ASK)
+    with (
+        instrumented("posthog", "openai"),
+        capture_events() as events,
+        trace("job", client=make_client()),
+        generation("answer") as gen,
+    ):
+        llm.chat.completions.create(model="gpt-4o-mini", messages=ASK)
     p = props(one(events, "$ai_generation"))
     assert p["$ai_span_id"] == gen.id and p["$ai_span_name"] == "answer"
     assert p["$ai_model"] == "gpt-4o-mini" and "$ai_usage" in p
@@ -158,14 +167,13 @@ def test_the_anthropic_wrapper_joins_the_trace_streamed_or_not(
     bridged: None, ph: posthog.Posthog, fake: FakeProvider, capture_server: CaptureServer
 ) -> None:
     claude = Anthropic(posthog_client=ph, base_url=fake.url, api_key="x", max_retries=0)
-    with capture_events() as events:
-        with trace("claude", client=make_client(), distinct_id="u-3") as t:
-            message = claude.messages.create(model="claude-x", max_tokens=50, messages=ASK)
-            streamed = claude.messages.create(
-                model="claude-x", max_tokens=50, messages=ASK, stream=True
-            )
-            for _ in streamed:
-                pass
+    with capture_events() as events, trace("claude", client=make_client(), distinct_id="u-3") as t:
+        message = claude.messages.create(model="claude-x", max_tokens=50, messages=ASK)
+        streamed = claude.messages.create(
+            model="claude-x", max_tokens=50, messages=ASK, stream=True
+        )
+        for _ in streamed:
+            pass
     assert message.content[0].text == "echo: hello there"
     gens = events.named("$ai_generation")
     assert len(gens) == 2
@@ -180,13 +188,17 @@ def test_the_anthropic_wrapper_joins_the_trace_streamed_or_not(
 def test_an_app_capture_of_an_ai_event_joins_the_trace_an_explicit_user_wins(
     bridged: None, ph: posthog.Posthog, capture_server: CaptureServer
 ) -> None:
-    with capture_events() as events:
-        with trace("manual", client=make_client(), distinct_id="user-1") as t:
-            ph.capture(
-                "$ai_generation",
-                properties={"$ai_model": "m", "$ai_provider": "p", "$ai_trace_id": "theirs"},
-            )
-            ph.capture("$ai_span", distinct_id="someone-else", properties={"$ai_span_type": "mcp_tools"})
+    with (
+        capture_events() as events,
+        trace("manual", client=make_client(), distinct_id="user-1") as t,
+    ):
+        ph.capture(
+            "$ai_generation",
+            properties={"$ai_model": "m", "$ai_provider": "p", "$ai_trace_id": "theirs"},
+        )
+        ph.capture(
+            "$ai_span", distinct_id="someone-else", properties={"$ai_span_type": "mcp_tools"}
+        )
     gen, spn = one(events, "$ai_generation"), one(events, "$ai_span")
     assert props(gen)["$ai_trace_id"] == props(spn)["$ai_trace_id"] == t.id
     assert gen["distinct_id"] == "user-1"
@@ -228,9 +240,12 @@ def test_a_langchain_run_tree_becomes_a_subtree_under_the_current_span(
         responses=["forty-two"]
     )
     handler = CallbackHandler(client=ph)
-    with capture_events() as events:
-        with trace("agent", client=make_client(), distinct_id="u-9") as t, span("plan") as plan:
-            answer = chain.invoke({"q": "meaning?"}, config={"callbacks": [handler]})
+    with (
+        capture_events() as events,
+        trace("agent", client=make_client(), distinct_id="u-9") as t,
+        span("plan") as plan,
+    ):
+        answer = chain.invoke({"q": "meaning?"}, config={"callbacks": [handler]})
     assert answer.content == "forty-two"
     spans = {props(e)["$ai_span_name"]: e for e in events.named("$ai_span")}
     root = spans["RunnableSequence"]
@@ -371,9 +386,8 @@ def test_export_posthog_uses_the_configured_client_and_its_disabled_switch(
     bridged: None, ph: posthog.Posthog, capture_server: CaptureServer
 ) -> None:
     ours = make_client(export="posthog", posthog_client=ph)
-    with trace("t", client=ours):
-        with span("s"):
-            pass
+    with trace("t", client=ours), span("s"):
+        pass
     assert ours.flush(5)
     assert sorted(e["event"] for e in ai(list(capture_server.events))) == ["$ai_span", "$ai_trace"]
     ph.disabled = True
@@ -384,5 +398,28 @@ def test_export_posthog_uses_the_configured_client_and_its_disabled_switch(
 
 
 def test_trace_refuses_a_client_of_the_wrong_kind_with_a_clear_type_error() -> None:
-    with pytest.raises(TypeError, match="posthog.Posthog client"):
+    with pytest.raises(TypeError, match=r"posthog\.Posthog client"):
         trace("t", client="not a client")  # type: ignore[arg-type]
+
+
+def test_with_anthropic_instrumentation_too_the_anthropic_wrapper_is_recorded_once(
+    ph: posthog.Posthog, fake: FakeProvider, capture_server: CaptureServer
+) -> None:
+    claude = Anthropic(posthog_client=ph, base_url=fake.url, api_key="x", max_retries=0)
+    with (
+        instrumented("posthog", "anthropic"),
+        capture_events() as events,
+        trace("claude", client=make_client()),
+    ):
+        claude.messages.create(model="claude-x", max_tokens=50, messages=ASK)
+        for _ in claude.messages.create(model="claude-x", max_tokens=50, messages=ASK, stream=True):
+            pass
+        with claude.messages.stream(model="claude-x", max_tokens=50, messages=ASK) as s:
+            for _ in s.text_stream:
+                pass
+    gens = [props(g) for g in events.named("$ai_generation")]
+    assert len(gens) == 3
+    assert [g["$ai_stream"] for g in gens] == [False, True, True]
+    assert all(g["$ai_time_to_first_token"] >= 0 for g in gens[1:])
+    assert all("$ai_usage" in g for g in gens)
+    assert ai(wait_ai_events(capture_server, ph)) == []

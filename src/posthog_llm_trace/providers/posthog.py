@@ -442,7 +442,9 @@ def _bracketed(original: Callable[..., Any], *, kind: str, name: str) -> Callabl
         }
         return bracket, (node, context.activate(gen))
 
-    def done(bracket: _Bracket | None, undo: Any, error: BaseException | None) -> None:
+    def done(
+        bracket: _Bracket | None, undo: Any, error: BaseException | None, result: Any = None
+    ) -> None:
         if bracket is None:
             if undo is not None:
                 _bypass.reset(undo)
@@ -450,6 +452,8 @@ def _bracketed(original: Callable[..., Any], *, kind: str, name: str) -> Callabl
         previous, token = undo
         context.restore(token, previous)
         try:
+            if streams_always and error is None:
+                _run_request_in(result, bracket.gen)
             bracket.returned_(error)
         except Exception:
             logger.debug("posthog-llm-trace could not end a wrapper call", exc_info=True)
@@ -464,7 +468,7 @@ def _bracketed(original: Callable[..., Any], *, kind: str, name: str) -> Callabl
             except BaseException as exc:
                 done(bracket, undo, exc)
                 raise
-            done(bracket, undo, None)
+            done(bracket, undo, None, result)
             return result
 
         return acall
@@ -477,10 +481,44 @@ def _bracketed(original: Callable[..., Any], *, kind: str, name: str) -> Callabl
         except BaseException as exc:
             done(bracket, undo, exc)
             raise
-        done(bracket, undo, None)
+        done(bracket, undo, None, result)
         return result
 
     return call
+
+
+#: Where Anthropic's stream managers keep the request they make when entered.
+_LAZY_REQUESTS = ("_MessageStreamManager__api_request", "_AsyncMessageStreamManager__api_request")
+
+
+def _run_request_in(manager: Any, gen: _ModelCall) -> None:
+    """A ``messages.stream()`` manager makes its request when entered, after the wrapper has
+    returned: make it with the bracket's generation current, so that our SDK instrumentation
+    underneath fills that one instead of opening a second."""
+    for attr in _LAZY_REQUESTS:
+        request = getattr(manager, attr, None)
+        if request is None:
+            continue
+        if inspect.isawaitable(request):
+
+            async def arun(pending: Any = request) -> Any:
+                previous, token = context.current_node(), context.activate(gen)
+                try:
+                    return await pending
+                finally:
+                    context.restore(token, previous)
+
+            setattr(manager, attr, arun())
+        elif callable(request):
+
+            def run(pending: Callable[[], Any] = request) -> Any:
+                previous, token = context.current_node(), context.activate(gen)
+                try:
+                    return pending()
+                finally:
+                    context.restore(token, previous)
+
+            setattr(manager, attr, run)
 
 
 def _safe_prepare(
