@@ -423,3 +423,10 @@ def test_with_anthropic_instrumentation_too_the_anthropic_wrapper_is_recorded_on
     assert all(g["$ai_time_to_first_token"] >= 0 for g in gens[1:])
     assert all("$ai_usage" in g for g in gens)
     assert ai(wait_ai_events(capture_server, ph)) == []
+
+
+def test_a_wrong_posthog_client_setting_is_a_clear_configuration_error() -> None:
+    with pytest.raises(plt.ConfigurationError, match="posthog_client"):
+        make_client(export="posthog", posthog_client=42)
+    with pytest.raises(plt.ConfigurationError, match="could not import"):
+        make_client(export="posthog", posthog_client="nowhere.to_be.found")
