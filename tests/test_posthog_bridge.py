@@ -9,6 +9,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import openai
 import posthog
 import pytest
 from posthog.ai.anthropic import Anthropic
@@ -20,7 +21,7 @@ from posthog_llm_trace.providers import posthog as bridge
 from posthog_llm_trace.testing import CapturedEvents, capture_events
 from tests.capture_server import CaptureServer
 from tests.core_support import make_client, props
-from tests.fake_provider import FakeProvider
+from tests.fake_provider import FakeProvider, Json
 from tests.posthog_support import (
     add_anthropic_routes,
     instrumented,
@@ -430,3 +431,44 @@ def test_a_wrong_posthog_client_setting_is_a_clear_configuration_error() -> None
         make_client(export="posthog", posthog_client=42)
     with pytest.raises(plt.ConfigurationError, match="could not import"):
         make_client(export="posthog", posthog_client="nowhere.to_be.found")
+
+
+def test_bridged_events_go_through_our_exporter_with_its_retries_and_stats(
+    bridged: None,
+    ph: posthog.Posthog,
+    fake: FakeProvider,
+    capture_server: CaptureServer,
+    settings_for: Any,
+) -> None:
+    ours = plt.Client(settings_for(capture_server, flush_at=1, flush_interval=0.05))
+    capture_server.fail(503, times=1, paths=("/batch/",))
+    with trace("delivered by us", client=ours, distinct_id="u-1") as t:
+        wrapper(ph, fake).chat.completions.create(model="gpt-4o-mini", messages=ASK)
+    assert ours.flush(10)
+    ph.flush(5)
+    delivered = {e["event"]: e for e in capture_server.events}
+    assert set(delivered) == {"$ai_generation", "$ai_trace"}
+    gen = delivered["$ai_generation"]
+    assert gen["properties"]["$lib"] == "posthog-llm-trace"  # not posthog-python's
+    assert gen["properties"]["$ai_trace_id"] == t.id and gen["distinct_id"] == "u-1"
+    counts = ours.stats.snapshot()
+    assert counts["sent"] == 2 and counts["retried"] >= 1 and counts["dropped"] == 0
+    ours.shutdown(1)
+
+
+def test_a_failing_wrapper_call_is_one_failed_generation_and_the_error_reaches_the_app(
+    bridged: None, ph: posthog.Posthog, fake: FakeProvider
+) -> None:
+    secret = {"error": {"message": "prompt was: my secret", "type": "server_error"}}
+    for privacy in (False, True):
+        fake.queue("/v1/chat/completions", Json(secret, 500))
+        client = make_client(privacy_mode=privacy)
+        with (
+            capture_events() as events,
+            trace("t", client=client),
+            pytest.raises(openai.InternalServerError),
+        ):
+            wrapper(ph, fake).chat.completions.create(model="gpt-4o-mini", messages=ASK)
+        p = props(one(events, "$ai_generation"))
+        assert p["$ai_is_error"] is True and p["$ai_http_status"] == 500
+        assert ("my secret" in str(p)) is not privacy
