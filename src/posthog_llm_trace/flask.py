@@ -16,8 +16,10 @@ Usage, either form::
 
 Settings come from ``app.config`` (``POSTHOG_API_KEY``, ``POSTHOG_HOST`` and
 ``POSTHOG_LLM_TRACE_<SETTING>`` for the rest, e.g. ``POSTHOG_LLM_TRACE_PRIVACY_MODE = True``);
-keyword arguments to ``LLMTrace(...)`` or ``init_app(...)`` win over the config. A wrong value
-makes ``init_app`` raise :class:`~posthog_llm_trace.ConfigurationError` naming the key. Each app
+keyword arguments to ``LLMTrace(...)`` or ``init_app(...)`` win over the config. A wrong keyword
+argument makes ``init_app`` raise :class:`~posthog_llm_trace.ConfigurationError`; a wrong or
+unknown config key or ``POSTHOG_LLM_TRACE_*`` environment variable is logged once as an error
+naming it, and the app serves as if the package were not installed until it is fixed. Each app
 gets a :class:`~posthog_llm_trace.Client` of its own, in ``app.extensions["posthog_llm_trace"]``;
 the first one becomes the process default unless ``configure()`` chose one already.
 
@@ -44,6 +46,11 @@ What every request gets:
 - Streamed responses (generators, ``stream_with_context``) keep the trace open until the body is
   finished or closed (the client went away); spans recorded while streaming belong to it.
   ``async def`` views work (``pip install "flask[async]"``).
+- ``X-PostHog-Trace-Id`` on the response of a request that recorded a trace (a streamed one:
+  always, when traced), for the browser's feedback (``POSTHOG_LLM_TRACE_TRACE_ID_HEADER``
+  renames it, ``""`` turns it off); ``current_trace().feedback_token`` signs the trace for the
+  user with the app's ``SECRET_KEY`` (see :func:`posthog_llm_trace.feedback`). Templates have
+  ``current_trace`` too: ``{{ current_trace().id }}``.
 """
 
 from __future__ import annotations
@@ -70,8 +77,9 @@ try:
 except ImportError:  # pragma: no cover - Flask-Login is optional
     _flask_login = None
 
-from .client import Client, set_default_client
-from .settings import Layer, build_settings, from_prefixed
+from .client import Client, report_problems, set_default_client
+from .context import current_trace
+from .settings import Layer, from_prefixed, resolve
 from .web import RequestTrace, clean_header, session_hash
 
 if TYPE_CHECKING:
@@ -97,24 +105,40 @@ class LLMTrace:
             self.init_app(app)
 
     def init_app(self, app: flask.Flask, **settings: Any) -> None:
-        """Trace every request of ``app``. Raises ``ConfigurationError`` for a wrong setting
-        (before touching the app) and ``RuntimeError`` if ``app`` is already instrumented."""
+        """Trace every request of ``app``. Raises ``ConfigurationError`` for a wrong keyword
+        setting (before touching the app) and ``RuntimeError`` if ``app`` is already
+        instrumented. A wrong or unknown ``app.config`` key or environment variable is logged
+        as an error naming it, and the app is served with export off until it is fixed."""
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError("posthog-llm-trace is already initialised on this Flask app")
         explicit = Layer({**self._settings, **settings})
-        client = Client(build_settings(from_prefixed(app.config), explicit))
+        # A wrong keyword argument raises; a wrong app.config key or environment variable (a
+        # deployment's doing) is logged and turns export off, and the app serves as usual.
+        resolved, problems = resolve(from_prefixed(app.config), explicit=explicit)
+        report_problems(problems)
+        client = Client(resolved)
         set_default_client(client, if_unset=True)
+        # Trace references (sign_trace, feedback tokens) are keyed with the app's SECRET_KEY,
+        # read when needed: it is often set after init_app.
+        app_ref = weakref.ref(app)
+        client.signing_key = lambda: getattr(app_ref(), "secret_key", None)
         hooks = _Hooks(client)
         app.extensions[EXTENSION_KEY] = client
         _HOOKS[app] = hooks
         app.wsgi_app = _TracingMiddleware(app.wsgi_app, hooks)  # type: ignore[method-assign]
         app.after_request(hooks.after_request)
         app.teardown_request(hooks.teardown_request)
+        # Templates can write {{ current_trace().id }} / {{ current_trace().feedback_token }}.
+        app.context_processor(_template_context)
         # Module-level receivers find the app's hooks through the sender: nothing holds the
         # hooks (and their client) once the app is gone.
         got_request_exception.connect(_on_exception, app)
         if client.settings.request_filter is not None:
             request_started.connect(_on_request_started, app)
+
+
+def _template_context() -> dict[str, Any]:
+    return {"current_trace": current_trace}
 
 
 #: Each instrumented app's hooks, for the signal receivers.
@@ -296,6 +320,9 @@ class _Hooks:
         if req is not None:
             req.streamed = _is_live_stream(response)
             self._resolve(req, write_session=True)
+            header = req.rt.trace_header(req.streamed)
+            if header is not None and header[0] not in response.headers:
+                response.headers[header[0]] = header[1]
         return response
 
     def teardown_request(self, exc: BaseException | None) -> None:
