@@ -232,7 +232,6 @@ def test_privacy_mode_mask_and_the_size_limit_apply_to_bridged_events(
 def test_a_langchain_run_tree_becomes_a_subtree_under_the_current_span(
     bridged: None, ph: posthog.Posthog, capture_server: CaptureServer
 ) -> None:
-    pytest.importorskip("langchain_core")
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
     from langchain_core.prompts import ChatPromptTemplate
     from posthog.ai.langchain import CallbackHandler
