@@ -335,10 +335,10 @@ def _chat_chunk(gen: Generation, state: dict[str, Any], chunk: Any) -> None:
                 if extra:  # OpenAI-compatible servers stream reasoning as an extra field
                     reasoning = extra.get("reasoning_content") or extra.get("reasoning")
                     if isinstance(reasoning, str) and reasoning:
-                        gen.chunk(reasoning, kind="reasoning")
+                        gen._chunk(reasoning, "reasoning", None, None)
                 content = delta.content
                 if content:
-                    gen.chunk(content)
+                    gen._chunk(content, "text", None, None)
                 calls = delta.tool_calls
                 if calls:
                     ids = state.setdefault("ids", {})
@@ -346,11 +346,11 @@ def _chat_chunk(gen: Generation, state: dict[str, Any], chunk: Any) -> None:
                         if call.id:
                             ids[call.index] = call.id
                         fn = call.function
-                        gen.chunk(
+                        gen._chunk(
                             (fn.arguments or "") if fn is not None else "",
-                            kind="tool_call",
-                            tool_call_id=ids.get(call.index, str(call.index)),
-                            tool_name=fn.name if fn is not None else None,
+                            "tool_call",
+                            ids.get(call.index, str(call.index)),
+                            fn.name if fn is not None else None,
                         )
             reason = choice.finish_reason
             if reason:
@@ -365,17 +365,17 @@ def _chat_chunk(gen: Generation, state: dict[str, Any], chunk: Any) -> None:
 def _responses_event(gen: Generation, state: dict[str, Any], event: Any) -> None:
     kind = event.type
     if kind == "response.output_text.delta":
-        gen.chunk(event.delta)
+        gen._chunk(event.delta, "text", None, None)
     elif kind == "response.function_call_arguments.delta":
         call_id, name = state.get(event.item_id) or (event.item_id, None)
-        gen.chunk(event.delta, kind="tool_call", tool_call_id=call_id, tool_name=name)
+        gen._chunk(event.delta, "tool_call", call_id, name)
     elif kind == "response.output_item.added":
         item = event.item
         if item.type == "function_call":
             state[item.id] = (item.call_id, item.name)
-            gen.chunk("", kind="tool_call", tool_call_id=item.call_id, tool_name=item.name)
+            gen._chunk("", "tool_call", item.call_id, item.name)
     elif kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
-        gen.chunk(event.delta, kind="reasoning")
+        gen._chunk(event.delta, "reasoning", None, None)
     elif kind in ("response.completed", "response.incomplete", "response.failed"):
         response = event.response
         read = read_response(response)
