@@ -55,8 +55,8 @@ def _read_usage(usage: Any) -> dict[str, int] | None:
     else:
         in_details = _get(usage, "input_tokens_details")
         out_details = _get(usage, "output_tokens_details")
-        if in_details is None and out_details is None:
-            return None  # not the Responses shape either (Anthropic has no *_details)
+        if in_details is None and _get(out_details, "reasoning_tokens") is None:
+            return None  # not the Responses shape either (Anthropic's details: thinking_tokens)
         inp, outp = _num(_get(usage, "input_tokens")), _num(_get(usage, "output_tokens"))
         if inp is not None:  # Responses: input tokens are gross as well
             out["input_tokens"] = inp
