@@ -397,14 +397,6 @@ def _stream_end(gen: Generation, state: dict[str, Any]) -> None:
 _patches = _calls.Patches()
 
 
-def _is_raw(kwargs: Mapping[str, Any]) -> str | None:
-    """``"true"`` under ``with_raw_response``, ``"stream"`` under ``with_streaming_response``."""
-    headers = kwargs.get("extra_headers")
-    if headers:
-        return headers.get("X-Stainless-Raw-Response")  # type: ignore[no-any-return]
-    return None
-
-
 def _begin_chat(resource: Any, kwargs: dict[str, Any]) -> tuple[Generation, bool] | None:
     messages = kwargs.get("messages")
     if messages is not None and type(messages) is not list:
@@ -568,6 +560,15 @@ def install() -> None:
     _SENTINELS = tuple(
         t for t in (getattr(openai._types, n, None) for n in ("NotGiven", "Omit")) if t
     )
+    try:
+        _patch_all(completions, responses, embeddings)
+    except Exception:
+        _patches.restore()  # a layout we do not know: all or nothing
+        raise
+    _patches.active = True
+
+
+def _patch_all(completions: Any, responses: Any, embeddings: Any) -> None:
     patches = _patches
     chat = _begin_chat
     patches.patch(completions.Completions, "create", _wrap_sync(chat, _chat_chunk))
@@ -580,7 +581,6 @@ def install() -> None:
     emb = _begin_embeddings
     patches.patch(embeddings.Embeddings, "create", _wrap_sync(emb, None))
     patches.patch(embeddings.AsyncEmbeddings, "create", _wrap_async(emb, None))
-    patches.active = True
 
 
 def uninstall() -> None:
