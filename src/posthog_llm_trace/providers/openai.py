@@ -237,6 +237,10 @@ MODEL_PARAMETERS = frozenset(
 
 #: The SDK's "not given" sentinels (``NOT_GIVEN``, ``omit``), set by :func:`install`.
 _SENTINELS: tuple[type, ...] = ()
+#: The SDK's raw response types (``with_raw_response``, ``with_streaming_response``) and the
+#: legacy one of ``with_raw_response``, whose body is read; set by :func:`install`.
+_RAW: tuple[type, ...] = ()
+_LEGACY: tuple[type, ...] = ()
 
 
 def model_parameters(kwargs: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -452,11 +456,11 @@ def _settle(
     span: Generation | Embedding, owned: bool, result: Any, on_item: _calls.OnItem | None
 ) -> None:
     """Record a call's result; streams are followed and end their span themselves."""
-    raw = getattr(result, "http_response", None)
-    if raw is not None:  # with_raw_response / with_streaming_response: an APIResponse
-        span.http_status = result.status_code
-        if type(result).__module__.endswith("_legacy_response"):  # body read: parse is cached
-            result = result.parse()
+    if isinstance(result, _RAW):  # with_raw_response / with_streaming_response
+        raw: Any = result
+        span.http_status = raw.status_code
+        if isinstance(raw, _LEGACY):  # with_raw_response: body read, parse() is cached
+            result = raw.parse()
         else:  # the application reads the body itself; we do not
             _calls.end(span, owned)
             return
@@ -551,7 +555,9 @@ def install() -> None:
     """Patch the SDK's resource classes, so that every client (``OpenAI``, ``AzureOpenAI``,
     a custom ``base_url``, subclasses such as posthog-python's wrapper) is recorded. Called
     once by :func:`..instrument.instrument`."""
-    global _SENTINELS
+    global _SENTINELS, _RAW, _LEGACY
+    import openai._legacy_response
+    import openai._response
     import openai._types
     from openai.resources import embeddings
     from openai.resources.chat import completions
@@ -560,6 +566,8 @@ def install() -> None:
     _SENTINELS = tuple(
         t for t in (getattr(openai._types, n, None) for n in ("NotGiven", "Omit")) if t
     )
+    _LEGACY = (openai._legacy_response.LegacyAPIResponse,)
+    _RAW = (*_LEGACY, openai._response.BaseAPIResponse)
     try:
         _patch_all(completions, responses, embeddings)
     except Exception:
