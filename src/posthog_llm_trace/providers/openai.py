@@ -459,7 +459,8 @@ def _settle(
     if isinstance(result, _RAW):  # with_raw_response / with_streaming_response
         raw: Any = result
         span.http_status = raw.status_code
-        if isinstance(raw, _LEGACY):  # with_raw_response: body read, parse() is cached
+        legacy = isinstance(raw, _LEGACY)
+        if legacy:  # with_raw_response: body read, parse() is cached
             result = raw.parse()
         else:  # the application reads the body itself; we do not
             _calls.end(span, owned)
