@@ -612,7 +612,9 @@ def test_an_error_event_in_a_stream_fails_the_generation(
             list(client.messages.create(**ask("x", stream=True)))
         with pytest.raises(anthropic.APIStatusError), client.messages.stream(**ask("x")) as s:
             s.until_done()
-    for gen in generations(events):
+    gens = generations(events)
+    assert len(gens) == 2
+    for gen in gens:
         assert gen["$ai_is_error"] is True and "Overloaded" in gen["$ai_error"]
         assert gen["$ai_input_tokens"] == 3  # message_start came first
 
