@@ -353,6 +353,21 @@ def test_an_abandoned_stream_still_ends_its_generation(client: openai.OpenAI) ->
     assert all(g["$ai_stream"] is True and "$ai_is_error" not in g for g in gens)
 
 
+def test_the_sdk_stream_helpers_are_recorded(client: openai.OpenAI) -> None:
+    ask = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "helper"}]}
+    with capture_events() as events, traced():
+        with client.chat.completions.stream(**ask) as chat_stream:
+            for _ in chat_stream:
+                pass
+        with client.responses.stream(model="gpt-4.1-mini", input="helper") as responses_stream:
+            for _ in responses_stream:
+                pass
+    chat, responses = generations(events)
+    assert chat["$ai_output_choices"] == [{"role": "assistant", "content": "echo: helper"}]
+    assert responses["$ai_output_choices"] == [{"role": "assistant", "content": "echo: helper"}]
+    assert chat["$ai_stream"] is responses["$ai_stream"] is True
+
+
 # --- responses ----------------------------------------------------------------------------------
 
 

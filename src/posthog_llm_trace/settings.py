@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import importlib
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -135,6 +136,27 @@ def _callable(value: Any) -> Callable[..., Any] | None:
     if not callable(value):
         raise ValueError("must be a callable or a dotted path to one")
     return value  # type: ignore[no-any-return]
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _header_name(value: Any) -> str | None:
+    """An HTTP header name, or None (empty string too): the header is off."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a header name or None")
+    name: str = value.strip()
+    if not name:
+        return None
+    if not _HEADER_NAME.fullmatch(name):
+        raise ValueError("must be a valid HTTP header name")
+    return name
+
+
+#: Settings whose values are secrets: never shown in reprs or error messages.
+SECRET_SETTINGS = frozenset({"api_key", "trace_token_key"})
 
 
 #: The SDKs whose calls can be recorded without hand-written spans (see :mod:`.instrument`).
@@ -340,6 +362,22 @@ SPECS: tuple[Spec, ...] = (
         "`[]` turns it off.",
         shown_default="every supported SDK that is importable",
     ),
+    Spec(
+        "trace_id_header",
+        "X-PostHog-Trace-Id",
+        _header_name,
+        "Response header carrying the id of the trace the request recorded (streamed "
+        'responses: always, when traced), for the browser\'s feedback; `None` or `""` '
+        "turns it off.",
+    ),
+    Spec(
+        "trace_token_key",
+        None,
+        _optional_str,
+        "Secret that signs the trace references of `sign_trace()` / "
+        "`current_trace().feedback_token`.",
+        shown_default="Django's / Flask's `SECRET_KEY`",
+    ),
 )
 
 _BY_NAME = {spec.name: spec for spec in SPECS}
@@ -374,11 +412,18 @@ class Settings:
     distinct_id_header: bool = False
     session_replay_header: bool = True
     instrument: tuple[str, ...] | None = None
+    trace_id_header: str | None = "X-PostHog-Trace-Id"
+    trace_token_key: str | None = None
 
     def __repr__(self) -> str:
-        # The API key is a credential: never in reprs, logs or exceptions.
+        # The API key and the token key are secrets: never in reprs, logs or exceptions.
         shown = ", ".join(
-            f"{f.name}={'***' if f.name == 'api_key' and self.api_key else getattr(self, f.name)!r}"
+            f"{f.name}="
+            + repr(
+                "***"
+                if f.name in SECRET_SETTINGS and getattr(self, f.name)
+                else getattr(self, f.name)
+            )
             for f in dataclasses.fields(self)
         )
         return f"Settings({shown})"
@@ -434,7 +479,7 @@ def build_settings(*layers: Layer, environ: Mapping[str, str] | None = None) -> 
             try:
                 resolved[key] = spec.check(raw)
             except (ValueError, TypeError) as exc:
-                shown = "***" if key == "api_key" else repr(raw)
+                shown = "***" if key in SECRET_SETTINGS else repr(raw)
                 raise ConfigurationError(f"{layer.spell(key)} {exc}, got {shown}") from None
     serverless = resolved.get("serverless", False)
     # serverless changes only the defaults: explicit values win, each on its own.

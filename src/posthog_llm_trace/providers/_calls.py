@@ -88,6 +88,7 @@ class _Finisher:
         if self.done:
             return
         self.done = True
+        self.gen.sdk_stream = False
         try:
             self.on_end(self.gen, self.state)
         except Exception:
@@ -164,6 +165,9 @@ def follow_stream(
     if it is None:
         return False
     finisher = _Finisher(gen, owned, on_end)
+    # An application's generation around the call: the stream records the chunks, so the
+    # application's own chunk() calls (the manual streaming loop) do not count them twice.
+    gen.sdk_stream = True
     # The stream's own close(), reached through a weak reference: a bound method kept on the
     # instance would make a cycle, and an abandoned stream would wait for the cyclic collector.
     class_close = type(stream).close
