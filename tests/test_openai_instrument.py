@@ -22,7 +22,7 @@ from posthog_llm_trace import client as client_module
 from posthog_llm_trace import generation, span, trace
 from posthog_llm_trace.testing import CapturedEvents, capture_events
 from tests.core_support import make_client, props
-from tests.fake_provider import FakeProvider, Json
+from tests.fake_provider import FakeProvider, Json, Sse
 
 TOOLS = [
     {
@@ -563,6 +563,34 @@ def test_a_connection_error_has_status_zero() -> None:
         dead.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
     gen = only_generation(events)
     assert gen["$ai_http_status"] == 0 and gen["$ai_is_error"] is True
+
+
+def test_an_error_in_the_middle_of_a_stream_marks_the_generation(
+    client: openai.OpenAI, fake: FakeProvider
+) -> None:
+    piece = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": {"content": "half"}, "finish_reason": None}],
+    }
+    fake.queue(
+        "/v1/chat/completions",
+        Sse([(None, piece), (None, {"error": {"message": "overloaded", "type": "server"}})]),
+    )
+    seen = []
+    with capture_events() as events, traced():
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+        with pytest.raises(openai.APIError, match="overloaded"):
+            for chunk in stream:
+                seen.append(chunk.choices[0].delta.content)
+    assert seen == ["half"]
+    gen = only_generation(events)
+    assert gen["$ai_is_error"] is True and "overloaded" in gen["$ai_error"]
+    assert gen["$ai_output_choices"] == [{"role": "assistant", "content": "half"}]
 
 
 # --- nesting, no double counting ----------------------------------------------------------------
