@@ -767,3 +767,29 @@ def test_set_output_of_sdk_objects_records_stop_reason_usage_and_model() -> None
     assert chat["$ai_output_choices"][0]["content"][0]["type"] == "function"
     assert resp["$ai_stop_reason"] == "completed"
     assert resp["$ai_output_choices"] == [{"role": "assistant", "content": "echo: hi"}]
+
+
+def test_a_call_in_a_celery_task_lands_under_the_task(client: openai.OpenAI) -> None:
+    from celery import Celery
+
+    import posthog_llm_trace.celery as plt_celery
+
+    app = Celery("openai_unit", broker="memory://", set_as_current=False)
+
+    @app.task(name="unit.ask", shared=False)
+    def ask(question: str) -> str | None:
+        reply = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": question}]
+        )
+        return reply.choices[0].message.content
+
+    plt_celery.instrument(app)
+    try:
+        with capture_events() as events:
+            assert ask.apply(args=["from a task"]).get() == "echo: from a task"
+    finally:
+        plt_celery.uninstrument()
+    [task] = [e for e in events.named("$ai_span") if props(e)["$ai_span_name"] == "unit.ask"]
+    gen = only_generation(events)
+    assert gen["$ai_parent_id"] == props(task)["$ai_span_id"]
+    assert gen["$ai_output_choices"] == [{"role": "assistant", "content": "echo: from a task"}]
