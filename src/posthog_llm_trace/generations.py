@@ -77,6 +77,7 @@ class Generation(_ModelCall):
         "_first_token_perf",
         "_segments",
         "model_parameters",
+        "sdk_stream",
         "stop_reason",
         "stream",
         "tools",
@@ -103,6 +104,8 @@ class Generation(_ModelCall):
         self.stream = stream
         self.stop_reason: str | None = None
         self._first_token_perf = 0.0
+        #: True while an instrumented SDK stream records this generation's chunks.
+        self.sdk_stream = False
         #: Streamed segments: [kind, start_wall, start_perf, end_wall, end_perf, parts, meta]
         self._segments: list[list[Any]] | None = None
 
@@ -188,7 +191,17 @@ class Generation(_ModelCall):
         sets the time to first token; empty pieces (a role-only first chunk) are ignored. Text
         pieces add up to the output unless ``set_output`` is called. ``kind`` is ``text``,
         ``reasoning`` or ``tool_call`` (``delta`` then being a piece of the call's JSON
-        arguments)."""
+        arguments).
+
+        While an instrumented SDK stream fills this generation, it records the pieces itself
+        and these calls are ignored: the text is not counted twice."""
+        if self.sdk_stream:
+            return
+        self._chunk(delta, kind, tool_call_id, tool_name)
+
+    def _chunk(
+        self, delta: Any, kind: str, tool_call_id: str | None, tool_name: str | None
+    ) -> None:
         if type(delta) is not str:
             delta = "" if delta is None else _safe_str(delta)
         if not delta and not tool_name and tool_call_id is None:
@@ -225,7 +238,7 @@ class Generation(_ModelCall):
 
     def _record_item(self, item: Any) -> None:
         if isinstance(item, str):
-            self.chunk(item)
+            self._chunk(item, "text", None, None)
 
     def _record_result(self, result: Any) -> None:
         # A provider response also says what it cost, why it stopped and which model answered.

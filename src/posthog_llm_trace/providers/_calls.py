@@ -61,11 +61,16 @@ def end(gen: Generation | Embedding, owned: bool, error: BaseException | None = 
 
 
 def _record(on_item: OnItem, gen: Generation, state: dict[str, Any], item: Any) -> bool:
+    # The application's chunk() calls are ignored while the stream fills its generation;
+    # the reader's own are not.
+    gen.sdk_stream = False
     try:
         on_item(gen, state, item)
     except Exception:  # an event of a shape we do not know: stop reading, keep streaming
         logger.warning("posthog-llm-trace could not read a stream event", exc_info=True)
         return False
+    finally:
+        gen.sdk_stream = True
     return True
 
 
@@ -88,6 +93,7 @@ class _Finisher:
         if self.done:
             return
         self.done = True
+        self.gen.sdk_stream = False
         try:
             self.on_end(self.gen, self.state)
         except Exception:
@@ -164,6 +170,9 @@ def follow_stream(
     if it is None:
         return False
     finisher = _Finisher(gen, owned, on_end)
+    # An application's generation around the call: the stream records the chunks, so the
+    # application's own chunk() calls (the manual streaming loop) do not count them twice.
+    gen.sdk_stream = True
     # The stream's own close(), reached through a weak reference: a bound method kept on the
     # instance would make a cycle, and an abandoned stream would wait for the cyclic collector.
     class_close = type(stream).close

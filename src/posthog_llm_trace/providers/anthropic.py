@@ -384,16 +384,23 @@ def _follow(stream: Any, gen: Generation, owned: bool) -> bool:
 _patches = _calls.Patches()
 
 
-def _settle(gen: Generation, owned: bool, result: Any, stream: bool) -> None:
+def _raw_mode(kwargs: Mapping[str, Any]) -> str | None:
+    """``"raw"`` under ``with_raw_response``, ``"stream"`` under ``with_streaming_response``."""
+    headers = kwargs.get("extra_headers")
+    if headers:
+        mode = headers.get("X-Stainless-Raw-Response")
+        return mode if isinstance(mode, str) else None
+    return None
+
+
+def _settle(gen: Generation, owned: bool, result: Any, stream: bool, raw: str | None) -> None:
     """Record a call's result; streams are followed and end their generation themselves."""
-    raw = getattr(result, "http_response", None)
-    if raw is not None:  # with_raw_response / with_streaming_response: an APIResponse
+    if raw is not None and getattr(result, "http_response", None) is not None:
         gen.http_status = result.status_code
-        if type(result).__module__.endswith("_legacy_response"):  # body read: parse is cached
-            result = result.parse()
-        else:  # the application reads the body itself; we do not
+        if raw != "raw":  # the application reads the body itself; we do not
             _calls.end(gen, owned)
             return
+        result = result.parse()  # cached: the application's parse() gets this very object
     if stream:
         response = getattr(result, "response", None)
         if gen.http_status is None and response is not None:
@@ -416,9 +423,11 @@ def _start(resource: Any, kwargs: dict[str, Any], stream: bool) -> tuple[Generat
         return None
 
 
-def _settle_safely(gen: Generation, owned: bool, result: Any, stream: bool) -> None:
+def _settle_safely(
+    gen: Generation, owned: bool, result: Any, stream: bool, raw: str | None = None
+) -> None:
     try:
-        _settle(gen, owned, result, stream)
+        _settle(gen, owned, result, stream, raw)
     except Exception:
         logger.warning("posthog-llm-trace could not read a response", exc_info=True)
         _calls.end(gen, owned)
@@ -439,7 +448,7 @@ def _wrap_create(original: Any) -> Any:
         except BaseException as exc:
             _calls.end(gen, owned, exc)
             raise
-        _settle_safely(gen, owned, result, stream)
+        _settle_safely(gen, owned, result, stream, _raw_mode(kwargs))
         return result
 
     return create
@@ -460,7 +469,17 @@ def _wrap_async_create(original: Any) -> Any:
         except BaseException as exc:
             _calls.end(gen, owned, exc)
             raise
-        _settle_safely(gen, owned, result, stream)
+        raw = _raw_mode(kwargs)
+        if raw == "raw":  # the async parse() is awaited here; it is cached for the application
+            gen.http_status = result.status_code
+            try:
+                parsed = await result.parse()
+            except Exception:
+                _calls.end(gen, owned)
+                return result
+            _settle_safely(gen, owned, parsed, stream)
+            return result
+        _settle_safely(gen, owned, result, stream, raw)
         return result
 
     return create

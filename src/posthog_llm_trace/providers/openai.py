@@ -126,8 +126,12 @@ def chat_message(message: Any) -> dict[str, Any]:
     text alone, else content parts with tool calls as ``{"type": "function", ...}``."""
     content = _get(message, "content")
     parts: list[Any] = []
-    reasoning = _get(message, "reasoning_content") or _get(message, "reasoning")
-    if isinstance(reasoning, str) and reasoning:  # OpenAI-compatible servers (DeepSeek, vLLM)
+    # OpenAI-compatible servers (DeepSeek, vLLM) add the reasoning as an extra field.
+    extra = (
+        message if isinstance(message, Mapping) else getattr(message, "__pydantic_extra__", None)
+    )
+    reasoning = (extra.get("reasoning_content") or extra.get("reasoning")) if extra else None
+    if isinstance(reasoning, str) and reasoning:
         parts.append({"type": "reasoning", "text": reasoning})
     refusal = _get(message, "refusal")
     calls = _get(message, "tool_calls")
@@ -237,6 +241,10 @@ MODEL_PARAMETERS = frozenset(
 
 #: The SDK's "not given" sentinels (``NOT_GIVEN``, ``omit``), set by :func:`install`.
 _SENTINELS: tuple[type, ...] = ()
+#: The SDK's raw response types (``with_raw_response``, ``with_streaming_response``) and the
+#: legacy one of ``with_raw_response``, whose body is read; set by :func:`install`.
+_RAW: tuple[type, ...] = ()
+_LEGACY: tuple[type, ...] = ()
 
 
 def model_parameters(kwargs: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -335,10 +343,10 @@ def _chat_chunk(gen: Generation, state: dict[str, Any], chunk: Any) -> None:
                 if extra:  # OpenAI-compatible servers stream reasoning as an extra field
                     reasoning = extra.get("reasoning_content") or extra.get("reasoning")
                     if isinstance(reasoning, str) and reasoning:
-                        gen.chunk(reasoning, kind="reasoning")
+                        gen._chunk(reasoning, "reasoning", None, None)
                 content = delta.content
                 if content:
-                    gen.chunk(content)
+                    gen._chunk(content, "text", None, None)
                 calls = delta.tool_calls
                 if calls:
                     ids = state.setdefault("ids", {})
@@ -346,11 +354,11 @@ def _chat_chunk(gen: Generation, state: dict[str, Any], chunk: Any) -> None:
                         if call.id:
                             ids[call.index] = call.id
                         fn = call.function
-                        gen.chunk(
+                        gen._chunk(
                             (fn.arguments or "") if fn is not None else "",
-                            kind="tool_call",
-                            tool_call_id=ids.get(call.index, str(call.index)),
-                            tool_name=fn.name if fn is not None else None,
+                            "tool_call",
+                            ids.get(call.index, str(call.index)),
+                            fn.name if fn is not None else None,
                         )
             reason = choice.finish_reason
             if reason:
@@ -365,17 +373,17 @@ def _chat_chunk(gen: Generation, state: dict[str, Any], chunk: Any) -> None:
 def _responses_event(gen: Generation, state: dict[str, Any], event: Any) -> None:
     kind = event.type
     if kind == "response.output_text.delta":
-        gen.chunk(event.delta)
+        gen._chunk(event.delta, "text", None, None)
     elif kind == "response.function_call_arguments.delta":
         call_id, name = state.get(event.item_id) or (event.item_id, None)
-        gen.chunk(event.delta, kind="tool_call", tool_call_id=call_id, tool_name=name)
+        gen._chunk(event.delta, "tool_call", call_id, name)
     elif kind == "response.output_item.added":
         item = event.item
         if item.type == "function_call":
             state[item.id] = (item.call_id, item.name)
-            gen.chunk("", kind="tool_call", tool_call_id=item.call_id, tool_name=item.name)
+            gen._chunk("", "tool_call", item.call_id, item.name)
     elif kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
-        gen.chunk(event.delta, kind="reasoning")
+        gen._chunk(event.delta, "reasoning", None, None)
     elif kind in ("response.completed", "response.incomplete", "response.failed"):
         response = event.response
         read = read_response(response)
@@ -395,14 +403,6 @@ def _stream_end(gen: Generation, state: dict[str, Any]) -> None:
 # --- recording ----------------------------------------------------------------------------------
 
 _patches = _calls.Patches()
-
-
-def _is_raw(kwargs: Mapping[str, Any]) -> str | None:
-    """``"true"`` under ``with_raw_response``, ``"stream"`` under ``with_streaming_response``."""
-    headers = kwargs.get("extra_headers")
-    if headers:
-        return headers.get("X-Stainless-Raw-Response")  # type: ignore[no-any-return]
-    return None
 
 
 def _begin_chat(resource: Any, kwargs: dict[str, Any]) -> tuple[Generation, bool] | None:
@@ -460,11 +460,12 @@ def _settle(
     span: Generation | Embedding, owned: bool, result: Any, on_item: _calls.OnItem | None
 ) -> None:
     """Record a call's result; streams are followed and end their span themselves."""
-    raw = getattr(result, "http_response", None)
-    if raw is not None:  # with_raw_response / with_streaming_response: an APIResponse
-        span.http_status = result.status_code
-        if type(result).__module__.endswith("_legacy_response"):  # body read: parse is cached
-            result = result.parse()
+    if isinstance(result, _RAW):  # with_raw_response / with_streaming_response
+        raw: Any = result
+        span.http_status = raw.status_code
+        legacy = isinstance(raw, _LEGACY)
+        if legacy:  # with_raw_response: body read, parse() is cached
+            result = raw.parse()
         else:  # the application reads the body itself; we do not
             _calls.end(span, owned)
             return
@@ -559,7 +560,9 @@ def install() -> None:
     """Patch the SDK's resource classes, so that every client (``OpenAI``, ``AzureOpenAI``,
     a custom ``base_url``, subclasses such as posthog-python's wrapper) is recorded. Called
     once by :func:`..instrument.instrument`."""
-    global _SENTINELS
+    global _SENTINELS, _RAW, _LEGACY
+    import openai._legacy_response
+    import openai._response
     import openai._types
     from openai.resources import embeddings
     from openai.resources.chat import completions
@@ -568,6 +571,17 @@ def install() -> None:
     _SENTINELS = tuple(
         t for t in (getattr(openai._types, n, None) for n in ("NotGiven", "Omit")) if t
     )
+    _LEGACY = (openai._legacy_response.LegacyAPIResponse,)
+    _RAW = (*_LEGACY, openai._response.BaseAPIResponse)
+    try:
+        _patch_all(completions, responses, embeddings)
+    except Exception:
+        _patches.restore()  # a layout we do not know: all or nothing
+        raise
+    _patches.active = True
+
+
+def _patch_all(completions: Any, responses: Any, embeddings: Any) -> None:
     patches = _patches
     chat = _begin_chat
     patches.patch(completions.Completions, "create", _wrap_sync(chat, _chat_chunk))
@@ -580,7 +594,6 @@ def install() -> None:
     emb = _begin_embeddings
     patches.patch(embeddings.Embeddings, "create", _wrap_sync(emb, None))
     patches.patch(embeddings.AsyncEmbeddings, "create", _wrap_async(emb, None))
-    patches.active = True
 
 
 def uninstall() -> None:
