@@ -306,11 +306,9 @@ def _stream_event(gen: Generation, state: dict[str, Any], event: Any) -> None:
             block = state["blocks"][event.index] = _Block({"type": _DELTA_BLOCK[dtype]})
         block.pieces.append(piece)
         if chunk_kind == "tool_call":
-            gen.chunk(
-                piece, kind="tool_call", tool_call_id=block.get("id"), tool_name=block.get("name")
-            )
+            gen._chunk(piece, "tool_call", block.get("id"), block.get("name"))
         else:
-            gen.chunk(piece, kind=chunk_kind)
+            gen._chunk(piece, chunk_kind, None, None)
     elif kind == "content_block_start":
         block = event.content_block
         data = block.to_dict()
