@@ -567,22 +567,19 @@ def test_an_api_error_marks_the_generation_and_reaches_the_app_unchanged(
 
 
 def test_the_very_exception_object_reaches_the_app(
-    client: anthropic.Anthropic, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+    client: anthropic.Anthropic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     raised = anthropic.APIConnectionError(request=None)  # type: ignore[arg-type]
-    plt.uninstrument("anthropic")
 
-    def failing(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def failing(*args: Any, **kwargs: Any) -> Any:
         raise raised
 
-    monkeypatch.setattr(messages_resource.Messages, "create", failing)
-    plt.instrument("anthropic")  # wraps the failing method
+    monkeypatch.setattr(client.messages, "_post", failing)  # under the patched create
     with capture_events() as events, traced(), pytest.raises(anthropic.APIConnectionError) as info:
         client.messages.create(**ask("x"))
     assert info.value is raised
     gen = only_generation(events)
     assert gen["$ai_is_error"] is True and gen["$ai_http_status"] == 0
-    plt.uninstrument("anthropic")
 
 
 def test_a_connection_error_has_status_zero() -> None:

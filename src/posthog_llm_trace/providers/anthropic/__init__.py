@@ -23,9 +23,12 @@ __all__ = ["input_messages", "install", "read_response", "read_usage", "uninstal
 
 
 def _get(obj: Any, key: str) -> Any:
-    if isinstance(obj, Mapping):
+    if type(obj) is dict:
         return obj.get(key)
-    return getattr(obj, key, None)
+    value = getattr(obj, key, None)  # the SDK's pydantic objects: the common case
+    if value is None and isinstance(obj, Mapping):
+        return obj.get(key)
+    return value
 
 
 def _num(value: Any) -> int | None:
@@ -47,11 +50,12 @@ def read_usage(usage: Any) -> dict[str, int] | None:
 def _read_usage(usage: Any) -> dict[str, int] | None:
     if usage is None or isinstance(usage, (str, bytes, int, float, list, tuple)):
         return None
-    if _get(usage, "prompt_tokens") is not None or _get(usage, "input_tokens_details") is not None:
-        return None  # OpenAI's shapes
     details = _get(usage, "output_tokens_details")
-    if details is not None and _get(details, "reasoning_tokens") is not None:
-        return None  # OpenAI Responses
+    if not type(usage).__module__.startswith("anthropic."):  # a dict, or another SDK's object
+        if _get(usage, "prompt_tokens") is not None or _get(usage, "input_tokens_details"):
+            return None  # OpenAI's shapes
+        if details is not None and _get(details, "reasoning_tokens") is not None:
+            return None  # OpenAI Responses
     inp, outp = _num(_get(usage, "input_tokens")), _num(_get(usage, "output_tokens"))
     read = _num(_get(usage, "cache_read_input_tokens"))
     write = _num(_get(usage, "cache_creation_input_tokens"))
