@@ -22,7 +22,7 @@ from posthog_llm_trace import client as client_module
 from posthog_llm_trace import generation, span, trace
 from posthog_llm_trace.testing import CapturedEvents, capture_events
 from tests.core_support import make_client, props
-from tests.fake_provider import FakeProvider, Json
+from tests.fake_provider import FakeProvider, Json, Sse
 
 TOOLS = [
     {
@@ -565,6 +565,34 @@ def test_a_connection_error_has_status_zero() -> None:
     assert gen["$ai_http_status"] == 0 and gen["$ai_is_error"] is True
 
 
+def test_an_error_in_the_middle_of_a_stream_marks_the_generation(
+    client: openai.OpenAI, fake: FakeProvider
+) -> None:
+    piece = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": {"content": "half"}, "finish_reason": None}],
+    }
+    fake.queue(
+        "/v1/chat/completions",
+        Sse([(None, piece), (None, {"error": {"message": "overloaded", "type": "server"}})]),
+    )
+    seen = []
+    with capture_events() as events, traced():
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+        with pytest.raises(openai.APIError, match="overloaded"):
+            for chunk in stream:
+                seen.append(chunk.choices[0].delta.content)
+    assert seen == ["half"]
+    gen = only_generation(events)
+    assert gen["$ai_is_error"] is True and "overloaded" in gen["$ai_error"]
+    assert gen["$ai_output_choices"] == [{"role": "assistant", "content": "half"}]
+
+
 # --- nesting, no double counting ----------------------------------------------------------------
 
 
@@ -739,3 +767,29 @@ def test_set_output_of_sdk_objects_records_stop_reason_usage_and_model() -> None
     assert chat["$ai_output_choices"][0]["content"][0]["type"] == "function"
     assert resp["$ai_stop_reason"] == "completed"
     assert resp["$ai_output_choices"] == [{"role": "assistant", "content": "echo: hi"}]
+
+
+def test_a_call_in_a_celery_task_lands_under_the_task(client: openai.OpenAI) -> None:
+    from celery import Celery
+
+    import posthog_llm_trace.celery as plt_celery
+
+    app = Celery("openai_unit", broker="memory://", set_as_current=False)
+
+    @app.task(name="unit.ask", shared=False)
+    def ask(question: str) -> str | None:
+        reply = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": question}]
+        )
+        return reply.choices[0].message.content
+
+    plt_celery.instrument(app)
+    try:
+        with capture_events() as events:
+            assert ask.apply(args=["from a task"]).get() == "echo: from a task"
+    finally:
+        plt_celery.uninstrument()
+    [task] = [e for e in events.named("$ai_span") if props(e)["$ai_span_name"] == "unit.ask"]
+    gen = only_generation(events)
+    assert gen["$ai_parent_id"] == props(task)["$ai_span_id"]
+    assert gen["$ai_output_choices"] == [{"role": "assistant", "content": "echo: from a task"}]

@@ -61,11 +61,16 @@ def end(gen: Generation | Embedding, owned: bool, error: BaseException | None = 
 
 
 def _record(on_item: OnItem, gen: Generation, state: dict[str, Any], item: Any) -> bool:
+    # The application's chunk() calls are ignored while the stream fills its generation;
+    # the reader's own are not.
+    gen.sdk_stream = False
     try:
         on_item(gen, state, item)
     except Exception:  # an event of a shape we do not know: stop reading, keep streaming
         logger.warning("posthog-llm-trace could not read a stream event", exc_info=True)
         return False
+    finally:
+        gen.sdk_stream = True
     return True
 
 

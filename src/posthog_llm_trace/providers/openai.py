@@ -126,8 +126,12 @@ def chat_message(message: Any) -> dict[str, Any]:
     text alone, else content parts with tool calls as ``{"type": "function", ...}``."""
     content = _get(message, "content")
     parts: list[Any] = []
-    reasoning = _get(message, "reasoning_content") or _get(message, "reasoning")
-    if isinstance(reasoning, str) and reasoning:  # OpenAI-compatible servers (DeepSeek, vLLM)
+    # OpenAI-compatible servers (DeepSeek, vLLM) add the reasoning as an extra field.
+    extra = (
+        message if isinstance(message, Mapping) else getattr(message, "__pydantic_extra__", None)
+    )
+    reasoning = (extra.get("reasoning_content") or extra.get("reasoning")) if extra else None
+    if isinstance(reasoning, str) and reasoning:
         parts.append({"type": "reasoning", "text": reasoning})
     refusal = _get(message, "refusal")
     calls = _get(message, "tool_calls")
