@@ -772,6 +772,34 @@ def test_a_posthog_wrapper_client_is_covered(fake: FakeProvider) -> None:
     assert streamed["$ai_output_tokens"] > 1
 
 
+def test_an_async_posthog_wrapper_client_is_covered(fake: FakeProvider) -> None:
+    from posthog import Posthog
+    from posthog.ai.anthropic import AsyncAnthropic as PostHogAsyncAnthropic
+
+    ph = Posthog("phc_test", host="http://127.0.0.1:9", send=False, sync_mode=True)
+    wrapped = PostHogAsyncAnthropic(
+        base_url=fake.url, api_key="x", posthog_client=ph, max_retries=0
+    )
+
+    async def main() -> str:
+        await wrapped.messages.create(**ask("hi"))
+        events = await wrapped.messages.create(**ask("hi"), stream=True)
+        async for _ in events:
+            pass
+        async with wrapped.messages.stream(**ask("hi stream")) as stream:
+            return "".join([text async for text in stream.text_stream])
+
+    with capture_events() as events, traced():
+        assert asyncio.run(main()) == "echo: hi stream"
+    ph.shutdown()
+    created, streamed, helper = generations(events)
+    assert (
+        created["$ai_output_choices"] == streamed["$ai_output_choices"] == text_output("echo: hi")
+    )
+    assert streamed["$ai_stream"] is True and streamed["$ai_output_tokens"] > 1
+    assert helper["$ai_output_choices"] == text_output("echo: hi stream")
+
+
 # --- the manual API reads the same objects --------------------------------------------------------
 
 
