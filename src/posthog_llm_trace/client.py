@@ -18,7 +18,7 @@ from typing import Any
 
 from . import events
 from .export.base import Exporter
-from .settings import Layer, Settings, build_settings
+from .settings import Layer, Settings, build_settings, safe_url
 from .spans import TraceRecord
 from .stats import Stats
 
@@ -52,7 +52,7 @@ class Client:
 
     def __repr__(self) -> str:
         s = self.settings
-        return f"<posthog_llm_trace.Client export={s.export!r} host={s.host!r}>"
+        return f"<posthog_llm_trace.Client export={s.export!r} host={safe_url(s.host)!r}>"
 
     @property
     def enabled(self) -> bool:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 from . import context
 from .messages import snapshot
+from .sizing import EVENT_OVERHEAD, approx_size
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -138,7 +139,7 @@ class ErrorInfo:
             return error
         if isinstance(error, BaseException):
             return cls.from_exception(error)
-        return cls("Error", str(error))
+        return cls("Error", _safe_str(error))  # str() of a hostile object may raise
 
 
 def _safe_str(value: Any) -> str:
@@ -190,16 +191,35 @@ class TraceRecord:
     error: ErrorInfo | None
     emit_trace_event: bool
     spans: list[Span] = field(default_factory=list)
+    #: Whether streamed segments render as chunk spans (``settings.chunk_spans``).
+    chunk_spans: bool = False
 
     @property
     def event_count(self) -> int:
-        """How many events this record renders to, at most (chunk spans included)."""
+        """How many events this record renders to (chunk spans included only when they are
+        rendered: the exporter counts exactly this many as ``queued``)."""
         count = len(self.spans) + (1 if self.emit_trace_event else 0)
-        for span in self.spans:
-            segments = getattr(span, "_segments", None)
-            if segments:
-                count += len(segments)
+        if self.chunk_spans:
+            for span in self.spans:
+                segments = getattr(span, "_segments", None)
+                if segments:
+                    count += len(segments)
         return count
+
+    @property
+    def approx_bytes(self) -> int:
+        """About how much memory this record's events hold (see :mod:`.sizing`): what the
+        exporter's ``max_queue_bytes`` bound counts. Cheap: no serialisation."""
+        total = EVENT_OVERHEAD * (len(self.spans) + 1)
+        if self.properties:
+            total += approx_size(self.properties) * (len(self.spans) + 1)
+        if self.input_state is not None:
+            total += approx_size(self.input_state)
+        if self.output_state is not None:
+            total += approx_size(self.output_state)
+        for span in self.spans:
+            total += span._approx_bytes()
+        return total
 
 
 UNSET: Any = object()
@@ -488,6 +508,7 @@ class Trace(_Timed):
             self.error,
             emit,
             spans,
+            self.client.settings.chunk_spans,
         )
 
 
@@ -562,6 +583,19 @@ class Span(_Timed):
     def set_error(self, error: BaseException | ErrorInfo | str) -> None:
         """Mark the span as failed without raising."""
         self.error = ErrorInfo.coerce(error)
+
+    def _approx_bytes(self) -> int:
+        """About how much memory this span's event holds (see :mod:`.sizing`)."""
+        total = 0
+        if self.input is not UNSET:
+            total += approx_size(self.input)
+        if self.output is not UNSET:
+            total += approx_size(self.output)
+        if self.properties:
+            total += approx_size(self.properties)
+        if self.error is not None:
+            total += len(self.error.message)
+        return total
 
     @property
     def trace_id(self) -> str:
