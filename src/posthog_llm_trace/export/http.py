@@ -389,6 +389,11 @@ class HttpTransport:
                 self._drop("retries_exhausted", tally, n, "deadline reached before sending")
                 return False
             lane_ai = ai and self._use_ai_lane()
+            if ai and not lane_ai:
+                # Built for the AI lane, which this host turned out not to have (a 404 to this
+                # chunk or another): the same events go to /batch/, whose per-event limit is
+                # lower, so they are measured (and shrunk) again for it. Not a retry.
+                return self._send_lane(chunk.events, False, deadline, tally)
             path = self._prefix + (AI_PATH if lane_ai else BATCH_PATH)
             outcome, reused = self._post(
                 path, body.render(), min(self._settings.timeout, remaining)
@@ -403,9 +408,7 @@ class HttpTransport:
                 raise _Aborted
             if status == 404 and lane_ai:
                 self._ai_lane_missing()
-                # Not a retry: the same events, now to /batch/, whose per-event limit is lower,
-                # so they are measured (and shrunk) again for it.
-                return self._send_lane(chunk.events, False, deadline, tally)
+                continue  # to /batch/, above
             if status == 413:
                 return self._too_large(chunk, ai, deadline, tally, shrunk)
             if outcome.stale and reused and not reconnected:

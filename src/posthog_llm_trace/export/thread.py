@@ -17,8 +17,8 @@ Promises:
   of each item, see :mod:`..sizing`; a lone item larger than the whole budget is still taken
   when nothing else is held), so a long outage with 1 MB prompts cannot hold more than that.
   Past either bound, new items are refused and counted as ``queue_full`` or ``queue_bytes``. A
-  batch takes at most ``BATCH_BYTES`` of estimated content, so that the JSON a worker builds
-  for one request stays small too.
+  batch takes at most ``BATCH_BYTES`` (and a quarter of ``max_queue_bytes``) of estimated
+  content, so that the events and JSON a worker builds from it stay small too.
 - ``flush(timeout)`` and ``shutdown(timeout)`` return within ``timeout`` whatever the server does;
   at shutdown whatever could not go out in time is counted (``shutdown``), and a request stuck on
   a hanging server is interrupted. An ``atexit`` hook does the same within
@@ -127,6 +127,9 @@ class BatchExporter:
         self._stats = stats
         self._max = settings.max_queue_size
         self._max_bytes = settings.max_queue_bytes
+        # A batch's share of the byte budget: what the workers hold beyond it (rendered events,
+        # their JSON) stays proportional to it.
+        self._batch_bytes = max(1, min(BATCH_BYTES, self._max_bytes // 4))
         self._flush_at = settings.flush_at
         self._max_batch = max(settings.flush_at, MAX_BATCH_EVENTS)
         self._interval = settings.flush_interval
@@ -164,20 +167,26 @@ class BatchExporter:
 
     def submit(self, item: Any) -> bool:
         """Queue ``item`` for export. Cheap and never blocking; returns False (and counts the
-        drop as ``queue_full``, ``queue_bytes`` or ``shutdown``) when it was not accepted."""
+        drop as ``queue_full``, ``queue_bytes`` or ``shutdown``) when it was not accepted.
+
+        Every event handed over is counted as ``queued``, refused or not, so that at all times
+        ``queued == sent + dropped + pending``."""
+        stats = self._stats
         try:
             n = int(item.event_count)
         except Exception:
-            self._stats.dropped("invalid", 1, "item without an event_count")
+            stats.add("queued")
+            stats.dropped("invalid", 1, "item without an event_count")
             return False
         if n <= 0:
-            return True  # nothing to send (nothing was counted as queued either)
+            return True  # nothing to send
+        stats.add("queued", n)
         try:
             nbytes = int(item.approx_bytes)
         except Exception:
             nbytes = DEFAULT_ITEM_BYTES * n
         if self._closed:
-            self._stats.dropped("shutdown", n, "submitted after shutdown")
+            stats.dropped("shutdown", n, "submitted after shutdown")
             return False
         if self._thread_pid != os.getpid():  # first submit in this process, or a worker died
             self._ensure_threads()
@@ -202,9 +211,8 @@ class BatchExporter:
                 detail = f"max_queue_size={self._max} reached"
             else:
                 detail = f"max_queue_bytes={self._max_bytes} reached ({held} bytes held)"
-            self._stats.dropped(refused, n, detail)
+            stats.dropped(refused, n, detail)
             return False
-        self._stats.add("queued", n)
         # Wake the worker only when it has something new to do: start timing a partial batch,
         # or send a full one. Otherwise it is asleep until the partial batch is due.
         if queued == 0 or queued < self._flush_at <= queued + n:
@@ -393,7 +401,7 @@ class BatchExporter:
                         queue.popleft()
                         self._controls -= 1
                     break
-                if entries and (events + entry[1] > limit or nbytes + entry[2] > BATCH_BYTES):
+                if entries and (events + entry[1] > limit or nbytes + entry[2] > self._batch_bytes):
                     break
                 if events >= limit:
                     break
