@@ -72,7 +72,7 @@ def test_memory_is_bounded_in_bytes_when_posthog_is_down(caplog: pytest.LogCaptu
         environ={},
     )
     client = http_client(settings)
-    offered = 60
+    offered = 100
     tracemalloc.start()
     try:
         baseline = tracemalloc.get_traced_memory()[0]
@@ -89,8 +89,10 @@ def test_memory_is_bounded_in_bytes_when_posthog_is_down(caplog: pytest.LogCaptu
         tracemalloc.stop()
         client.shutdown(1.0)
     counts = client.stats.snapshot()
-    # Without a byte bound all 60 MB are held (max_queue_size is 10,000 events).
-    assert peak < 3 * budget, f"peak {peak / 2**20:.1f} MiB for a {budget / 2**20:.0f} MiB budget"
+    # Without a byte bound all 100 MB are held (max_queue_size is 10,000 events). With it: the
+    # budget, plus what each of the two workers builds from the batch it holds (a quarter of
+    # the budget: its events, their JSON, a trimmed copy), about 2.6 times the budget here.
+    assert peak < 4 * budget, f"peak {peak / 2**20:.1f} MiB for a {budget / 2**20:.0f} MiB budget"
     assert counts["dropped_queue_bytes"] > 0
     assert counts["queued"] == 2 * offered
     assert counts["queued"] == counts["sent"] + counts["dropped"]

@@ -190,8 +190,8 @@ class Generation(_ModelCall):
                 # carry timestamps consistent with their latency.
                 segment[3] = wall_now - (perf_now - segment[4])
 
-    def _approx_bytes(self) -> int:
-        total = super()._approx_bytes()
+    def _extra_bytes(self) -> int:
+        total = 0
         if self.tools is not None:
             total += approx_size(self.tools)
         segments = self._segments

@@ -21,8 +21,27 @@ _MAX_DEPTH = 4
 _MAX_ITEMS = 64  # values looked at per container; the rest is extrapolated
 
 
-def approx_size(value: Any, depth: int = 0) -> int:
+def approx_size(value: Any) -> int:
     """About how many bytes of JSON ``value`` becomes."""
+    kind = type(value)
+    if kind is str:
+        return len(value) + 2
+    if kind is list and len(value) <= _MAX_ITEMS:
+        # The usual content, a list of messages, without a call per value (this runs on the
+        # request thread for every span).
+        total = 2
+        for item in value:
+            if type(item) is dict:
+                total += 16 * len(item)  # keys, quotes, separators
+                for field in item.values():
+                    total += len(field) if type(field) is str else _size(field, 2)
+            else:
+                total += _size(item, 1)
+        return total
+    return _size(value, 0)
+
+
+def _size(value: Any, depth: int) -> int:
     kind = type(value)
     if kind is str:
         return len(value) + 2
@@ -35,7 +54,7 @@ def approx_size(value: Any, depth: int = 0) -> int:
         total = 0
         for seen, (key, item) in enumerate(value.items(), 1):
             total += (len(key) if type(key) is str else _SCALAR) + 4
-            total += approx_size(item, depth + 1)
+            total += _size(item, depth + 1)
             if seen == _MAX_ITEMS:
                 return total * n // seen
         return total + 2
@@ -43,7 +62,7 @@ def approx_size(value: Any, depth: int = 0) -> int:
         n = len(value)
         total = 0
         for seen, item in enumerate(value, 1):
-            total += approx_size(item, depth + 1) + 1
+            total += _size(item, depth + 1) + 1
             if seen == _MAX_ITEMS:
                 return total * n // seen
         return total + 2
@@ -52,5 +71,5 @@ def approx_size(value: Any, depth: int = 0) -> int:
     # SDK response objects and pydantic models keep their fields in __dict__.
     fields = getattr(value, "__dict__", None)
     if type(fields) is dict:
-        return approx_size(fields, depth + 1)
+        return _size(fields, depth + 1)
     return _OTHER

@@ -9,6 +9,7 @@ reason -- also the last drops before a quiet period, and at exit (:meth:`Stats.f
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -163,4 +164,13 @@ def _reset_all_after_fork() -> None:
         stats._reset()
 
 
+def _flush_all_logs_at_exit() -> None:
+    # Registered before the exporters' exit flush (this module is imported first), so it runs
+    # after it: whatever the rate-limited log still owes is told, the timer being a daemon.
+    for stats in list(_live):
+        with contextlib.suppress(Exception):  # never let logging break interpreter exit
+            stats.flush_log()
+
+
 os.register_at_fork(after_in_child=_reset_all_after_fork)
+atexit.register(_flush_all_logs_at_exit)

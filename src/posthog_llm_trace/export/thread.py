@@ -182,7 +182,7 @@ class BatchExporter:
             return True  # nothing to send
         stats.add("queued", n)
         try:
-            nbytes = int(item.approx_bytes)
+            nbytes: int = item.approx_bytes
         except Exception:
             nbytes = DEFAULT_ITEM_BYTES * n
         if self._closed:
