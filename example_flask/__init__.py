@@ -27,6 +27,7 @@ from flask import (
 )
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 
+from example_chat.feedback import FEEDBACK_JS, TOKEN_HEADER, answer_token, record_vote
 from example_chat.llm import answer, stream_answer
 from posthog_llm_trace import span
 from posthog_llm_trace.flask import LLMTrace
@@ -64,7 +65,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     @app.get("/")
     def index() -> str:
-        return render_template_string(PAGE, user=current_user)
+        return render_template_string(PAGE, user=current_user, feedback_js=FEEDBACK_JS)
 
     @app.post("/login")
     def login() -> Any:
@@ -94,13 +95,24 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             {"role": "user", "content": message[:300]},
             {"role": "assistant", "content": reply[:300]},
         ][-6:]
-        return {"answer": reply}
+        # The signed reference to this answer's trace, for the thumbs under it.
+        return {"answer": reply, "token": answer_token()}
 
     @app.get("/chat/stream")
     def chat_stream() -> Response:
         message = request.args.get("message", "").strip() or "hello"
         # The trace stays open while the answer streams; the generation lands in it.
-        return Response(stream_with_context(stream_answer(message)), mimetype="text/plain")
+        response = Response(stream_with_context(stream_answer(message)), mimetype="text/plain")
+        token = answer_token()  # headers go before the body: the trace is known already
+        if token:
+            response.headers[TOKEN_HEADER] = token
+        return response
+
+    @app.post("/feedback")
+    def rate() -> Any:
+        """``token`` and ``vote`` (``up`` / ``down``), optionally ``comment``: the thumbs under
+        an answer. The token must have been made for this user (or this browser session)."""
+        return record_vote(request.get_json(silent=True) or request.form)
 
     @app.post("/summarise")
     def summarise() -> Any:
@@ -131,24 +143,35 @@ PAGE = """<!doctype html>
 {% endif %}
 <form id="chat"><input name="message" size="50" value="What is the weather in Paris?">
   <button>Send</button> <button type="button" id="stream">Stream</button></form>
-<pre id="out"></pre>
+<div id="out"></div>
+<script>{{ feedback_js|safe }}</script>
 <script>
 const form = document.getElementById("chat"), out = document.getElementById("out");
+function turn(question) {
+  const q = document.createElement("p"), a = document.createElement("pre");
+  q.textContent = "> " + question;
+  out.append(q, a);
+  return a;
+}
 form.onsubmit = async (e) => {
   e.preventDefault();
+  const a = turn(form.message.value);
   const r = await fetch("/chat", {method: "POST", body: new FormData(form)});
-  out.textContent += "> " + form.message.value + "\\n" + (await r.json()).answer + "\\n";
+  const data = await r.json();
+  a.textContent = data.answer;
+  addFeedback(a, data.token, "/feedback");
 };
 document.getElementById("stream").onclick = async () => {
+  const a = turn(form.message.value);
   const r = await fetch("/chat/stream?message=" + encodeURIComponent(form.message.value));
+  // The answer's signed trace reference comes in a header, before the body.
+  addFeedback(a, r.headers.get("X-Feedback-Token"), "/feedback");
   const reader = r.body.getReader(), text = new TextDecoder();
-  out.textContent += "> " + form.message.value + "\\n";
   for (;;) {
     const {done, value} = await reader.read();
     if (done) break;
-    out.textContent += text.decode(value);
+    a.textContent += text.decode(value);
   }
-  out.textContent += "\\n";
 };
 </script>
 """

@@ -23,7 +23,7 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue
 
-from posthog_llm_trace import generation, run_in_context
+from posthog_llm_trace import feedback, generation, run_in_context
 from posthog_llm_trace.celery import instrument
 
 #: How long an unacknowledged Redis message stays invisible after its worker died.
@@ -95,6 +95,11 @@ def _register_tasks(app: Celery) -> None:
     def nothing() -> str:
         """A task that records nothing (an e-mail task, say)."""
         return "done"
+
+    @app.task(name="tests.score", shared=False)
+    def score(trace_id: str, value: float) -> bool:
+        """A later evaluation of a trace, computed by a worker."""
+        return feedback(trace_id, value, name="eval_relevance", comment="scored by a worker")
 
     @app.task(name="tests.late", shared=False)
     def late(text: str, delay: float) -> None:

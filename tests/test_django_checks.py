@@ -54,11 +54,15 @@ EVERY_SETTING: dict[str, Any] = {
     "DISTINCT_ID_RESOLVER": "tests.django_app.hooks.nobody",
     "DISTINCT_ID_HEADER": True,
     "SESSION_REPLAY_HEADER": False,
+    "INSTRUMENT": [],
+    "TRACE_ID_HEADER": "X-Answer-Id",
+    "TRACE_TOKEN_KEY": "django-token-key",
 }
 EXPECTED = {
     **{key.lower(): value for key, value in EVERY_SETTING.items()},
     "mask": hooks.mask,
     "distinct_id_resolver": hooks.nobody,
+    "instrument": (),
 }
 
 

@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
+from example_chat.feedback import FEEDBACK_JS, TOKEN_HEADER, answer_token, record_vote
 from example_chat.llm import answer, stream_answer
 from posthog_llm_trace import current_trace, span
 
@@ -20,14 +21,21 @@ HISTORY_TURNS = 10
 
 @login_required
 def index(request: HttpRequest) -> HttpResponse:
-    return render(request, "chat/chat.html", {"history": request.session.get("history", [])})
+    history = request.session.get("history", [])
+    return render(request, "chat/chat.html", {"history": history, "feedback_js": FEEDBACK_JS})
+
+
+def _data(request: HttpRequest) -> Any:
+    if request.content_type == "application/json":
+        try:
+            return json.loads(request.body or b"{}")
+        except ValueError:
+            return {}
+    return request.POST
 
 
 def _message(request: HttpRequest) -> str:
-    if request.content_type == "application/json":
-        data: Any = json.loads(request.body or b"{}")
-        return str(data.get("message", "")).strip()
-    return request.POST.get("message", "").strip()
+    return str(_data(request).get("message", "")).strip()
 
 
 @login_required
@@ -46,7 +54,8 @@ def chat(request: HttpRequest) -> JsonResponse:
         trace.set_output(reply)
     history += [{"role": "user", "content": message}, {"role": "assistant", "content": reply}]
     request.session["history"] = history[-2 * HISTORY_TURNS :]
-    return JsonResponse({"answer": reply})
+    # The signed reference to this answer's trace, for the thumbs under it.
+    return JsonResponse({"answer": reply, "token": answer_token()})
 
 
 @login_required
@@ -55,7 +64,22 @@ def chat_stream(request: HttpRequest) -> StreamingHttpResponse:
     """``GET /chat/stream/?message=...``: the answer as it is generated. The request's trace
     stays open until the last piece is sent, so the streamed generation is part of it."""
     message = request.GET.get("message", "").strip() or "Hello!"
-    return StreamingHttpResponse(stream_answer(message), content_type="text/plain; charset=utf-8")
+    response = StreamingHttpResponse(
+        stream_answer(message), content_type="text/plain; charset=utf-8"
+    )
+    token = answer_token()  # headers go before the body: the trace is known already
+    if token:
+        response[TOKEN_HEADER] = token
+    return response
+
+
+@login_required
+@require_POST
+def rate(request: HttpRequest) -> JsonResponse:
+    """``POST /feedback/`` with ``token`` and ``vote`` (``up`` / ``down``), optionally
+    ``comment``: the thumbs under an answer. The token must have been made for this user."""
+    body, status = record_vote(_data(request))
+    return JsonResponse(body, status=status)
 
 
 @login_required

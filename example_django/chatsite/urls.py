@@ -9,4 +9,5 @@ urlpatterns = [
     path("chat/", views.chat, name="chat"),
     path("chat/stream/", views.chat_stream, name="chat-stream"),
     path("summarise/", views.summarise, name="summarise"),
+    path("feedback/", views.rate, name="feedback"),
 ]

@@ -24,6 +24,7 @@ from .generations import Embedding, Generation
 from .instrument import instrument, instrumented, uninstrument
 from .settings import ConfigurationError, Settings
 from .spans import UNSET, ErrorInfo, Span, Trace
+from .trace_feedback import feedback, sign_trace, verify_trace_token
 
 __all__ = [
     "Client",
@@ -37,6 +38,7 @@ __all__ = [
     "current_span",
     "current_trace",
     "embedding",
+    "feedback",
     "flush",
     "generation",
     "get_client",
@@ -44,11 +46,13 @@ __all__ = [
     "instrumented",
     "run_in_context",
     "shutdown",
+    "sign_trace",
     "span",
     "stats",
     "tool",
     "trace",
     "uninstrument",
+    "verify_trace_token",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -47,6 +47,9 @@ class Client:
         self._exporter_lock = threading.Lock()
         self._closed = False
         self._export_enabled = self.settings.export_enabled  # read for every trace
+        #: Where the application's secret is, for signed trace references (the Flask extension
+        #: sets it to the app's ``SECRET_KEY``).
+        self.signing_key: Callable[[], Any] | None = None
         _clients.add(self)
         _warn_if_disabled(self.settings)
 

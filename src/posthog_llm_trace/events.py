@@ -87,7 +87,17 @@ def render(
             logger.exception("posthog-llm-trace could not render a trace")
             if stats is not None:
                 stats.dropped("invalid")
+    if record.feedback:
+        events.extend(_feedback_events(record, settings, stats, fit))
     return events
+
+
+def _feedback_events(
+    record: TraceRecord, settings: Settings, stats: Stats | None, fit: bool
+) -> list[dict[str, Any]]:
+    from .trace_feedback import render_feedback  # a cycle: trace_feedback imports this module
+
+    return render_feedback(record, settings, stats, fit=fit)
 
 
 class _Mapper:

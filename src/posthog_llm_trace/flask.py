@@ -44,6 +44,11 @@ What every request gets:
 - Streamed responses (generators, ``stream_with_context``) keep the trace open until the body is
   finished or closed (the client went away); spans recorded while streaming belong to it.
   ``async def`` views work (``pip install "flask[async]"``).
+- ``X-PostHog-Trace-Id`` on the response of a request that recorded a trace (a streamed one:
+  always, when traced), for the browser's feedback (``POSTHOG_LLM_TRACE_TRACE_ID_HEADER``
+  renames it, ``""`` turns it off); ``current_trace().feedback_token`` signs the trace for the
+  user with the app's ``SECRET_KEY`` (see :func:`posthog_llm_trace.feedback`). Templates have
+  ``current_trace`` too: ``{{ current_trace().id }}``.
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ except ImportError:  # pragma: no cover - Flask-Login is optional
     _flask_login = None
 
 from .client import Client, set_default_client
+from .context import current_trace
 from .settings import Layer, build_settings, from_prefixed
 from .web import RequestTrace, clean_header, session_hash
 
@@ -104,17 +110,27 @@ class LLMTrace:
         explicit = Layer({**self._settings, **settings})
         client = Client(build_settings(from_prefixed(app.config), explicit))
         set_default_client(client, if_unset=True)
+        # Trace references (sign_trace, feedback tokens) are keyed with the app's SECRET_KEY,
+        # read when needed: it is often set after init_app.
+        app_ref = weakref.ref(app)
+        client.signing_key = lambda: getattr(app_ref(), "secret_key", None)
         hooks = _Hooks(client)
         app.extensions[EXTENSION_KEY] = client
         _HOOKS[app] = hooks
         app.wsgi_app = _TracingMiddleware(app.wsgi_app, hooks)  # type: ignore[method-assign]
         app.after_request(hooks.after_request)
         app.teardown_request(hooks.teardown_request)
+        # Templates can write {{ current_trace().id }} / {{ current_trace().feedback_token }}.
+        app.context_processor(_template_context)
         # Module-level receivers find the app's hooks through the sender: nothing holds the
         # hooks (and their client) once the app is gone.
         got_request_exception.connect(_on_exception, app)
         if client.settings.request_filter is not None:
             request_started.connect(_on_request_started, app)
+
+
+def _template_context() -> dict[str, Any]:
+    return {"current_trace": current_trace}
 
 
 #: Each instrumented app's hooks, for the signal receivers.
@@ -296,6 +312,9 @@ class _Hooks:
         if req is not None:
             req.streamed = _is_live_stream(response)
             self._resolve(req, write_session=True)
+            header = req.rt.trace_header(req.streamed)
+            if header is not None and header[0] not in response.headers:
+                response.headers[header[0]] = header[1]
         return response
 
     def teardown_request(self, exc: BaseException | None) -> None:

@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import importlib
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -115,7 +116,7 @@ def safe_url(url: str) -> str:
 
 def _shown(key: str, raw: Any) -> str:
     """How a refused value appears in its error message: never a credential."""
-    if key == "api_key":
+    if key in SECRET_SETTINGS:
         return "***"
     if key == "host" and isinstance(raw, str):
         if "://" in raw:
@@ -162,6 +163,27 @@ def _callable(value: Any) -> Callable[..., Any] | None:
     if not callable(value):
         raise ValueError("must be a callable or a dotted path to one")
     return value  # type: ignore[no-any-return]
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _header_name(value: Any) -> str | None:
+    """An HTTP header name, or None (empty string too): the header is off."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be a header name or None")
+    name: str = value.strip()
+    if not name:
+        return None
+    if not _HEADER_NAME.fullmatch(name):
+        raise ValueError("must be a valid HTTP header name")
+    return name
+
+
+#: Settings whose values are secrets: never shown in reprs or error messages.
+SECRET_SETTINGS = frozenset({"api_key", "trace_token_key"})
 
 
 #: The SDKs whose calls can be recorded without hand-written spans (see :mod:`.instrument`).
@@ -375,6 +397,22 @@ SPECS: tuple[Spec, ...] = (
         "`[]` turns it off.",
         shown_default="every supported SDK that is importable",
     ),
+    Spec(
+        "trace_id_header",
+        "X-PostHog-Trace-Id",
+        _header_name,
+        "Response header carrying the id of the trace the request recorded (streamed "
+        'responses: always, when traced), for the browser\'s feedback; `None` or `""` '
+        "turns it off.",
+    ),
+    Spec(
+        "trace_token_key",
+        None,
+        _optional_str,
+        "Secret that signs the trace references of `sign_trace()` / "
+        "`current_trace().feedback_token`.",
+        shown_default="Django's / Flask's `SECRET_KEY`",
+    ),
 )
 
 _BY_NAME = {spec.name: spec for spec in SPECS}
@@ -410,14 +448,17 @@ class Settings:
     distinct_id_header: bool = False
     session_replay_header: bool = True
     instrument: tuple[str, ...] | None = None
+    trace_id_header: str | None = "X-PostHog-Trace-Id"
+    trace_token_key: str | None = None
 
     def __repr__(self) -> str:
-        # The API key is a credential: never in reprs, logs or exceptions.
+        # The API key, the token key and the host's user info are secrets: never in reprs, logs
+        # or exceptions.
         shown = ", ".join(f"{f.name}={self._shown(f.name)}" for f in dataclasses.fields(self))
         return f"Settings({shown})"
 
     def _shown(self, name: str) -> str:
-        if name == "api_key" and self.api_key:
+        if name in SECRET_SETTINGS and getattr(self, name):
             return "'***'"
         if name == "host":
             return repr(safe_url(self.host))

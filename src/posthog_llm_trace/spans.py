@@ -19,7 +19,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
@@ -193,12 +193,17 @@ class TraceRecord:
     spans: list[Span] = field(default_factory=list)
     #: Whether streamed segments render as chunk spans (``settings.chunk_spans``).
     chunk_spans: bool = False
+    #: Feedback given while the trace was open (``trace_feedback.FeedbackItem``): it is about other
+    #: traces, and only borrows this one's identity.
+    feedback: Sequence[Any] = ()
 
     @property
     def event_count(self) -> int:
         """How many events this record renders to (chunk spans included only when they are
         rendered: the exporter counts exactly this many as ``queued``)."""
         count = len(self.spans) + (1 if self.emit_trace_event else 0)
+        for item in self.feedback:
+            count += item.event_count
         if self.chunk_spans:
             for span in self.spans:
                 segments = getattr(span, "_segments", None)
@@ -231,6 +236,8 @@ class TraceRecord:
                 total += len(span.error.message)
             if span._extra_bytes is not None:
                 total += span._extra_bytes()
+        for item in self.feedback:
+            total += EVENT_OVERHEAD * item.event_count
         return total
 
 
@@ -290,6 +297,7 @@ class Trace(_Timed):
         "_distinct_explicit",
         "_distinct_id",
         "_ended",
+        "_feedback",
         "_had_children",
         "_session_explicit",
         "_session_id",
@@ -361,6 +369,7 @@ class Trace(_Timed):
         self.identify: Callable[[], tuple[str | None, str | None]] | None = None
         self._spans: list[Span] = []
         self._had_children = False
+        self._feedback: list[Any] | None = None
         self._trace_sent = False
         self._ended = False
         self._token: Any = None
@@ -428,6 +437,15 @@ class Trace(_Timed):
             return
         self.bind(distinct_id=distinct_id, session_id=session_id)
 
+    @property
+    def feedback_token(self) -> str | None:
+        """A signed reference to this trace for its user, to put in the page: the browser sends
+        it back with its feedback, and ``feedback(token=...)`` checks it (see ``sign_trace``).
+        None, with a warning, when no key is configured."""
+        from .trace_feedback import token_for
+
+        return token_for(self)
+
     def bind(self, *, distinct_id: str | None = None, session_id: str | None = None) -> None:
         """Identity resolved by a framework adapter. Values the application set win."""
         if distinct_id is not None and not self._distinct_explicit:
@@ -485,6 +503,18 @@ class Trace(_Timed):
                 self._had_children = True
         self.client.submit(self._record(spans, emit=emit))
 
+    def _add_feedback(self, item: Any) -> bool:
+        """Hold ``item`` until the end, to send it under this trace's identity. False once the
+        trace has ended (the caller sends it on its own)."""
+        with _locks.handover:
+            if self._ended:
+                return False
+            if self._feedback is None:
+                self._feedback = [item]
+            else:
+                self._feedback.append(item)
+        return True
+
     def end(self) -> None:
         """Finish the trace and hand its spans to the exporter. Idempotent."""
         with _locks.handover:
@@ -492,14 +522,18 @@ class Trace(_Timed):
                 return
             self._ended = True
             spans, self._spans = self._spans, _ENDED
+            feedback, self._feedback = self._feedback, None
             # A request that recorded nothing sends nothing (unless a span it started ends
-            # later: see _add).
+            # later: see _add). Feedback alone sends just the feedback, never a $ai_trace.
             send = self.recording and bool(spans or self._had_children)
             if send:
                 self._trace_sent = True
         self._stamp_end()
-        if send:
-            self.client.submit(self._record(spans, emit=self.emit_trace_event, final=True))
+        if send or feedback:
+            record = self._record(spans, emit=send and self.emit_trace_event, final=True)
+            if feedback:
+                record.feedback = feedback
+            self.client.submit(record)
 
     def _record(self, spans: list[Span], *, emit: bool, final: bool = False) -> TraceRecord:
         # The final record may share the ended trace's dicts; an early one gets copies, since

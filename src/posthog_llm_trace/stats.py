@@ -32,6 +32,14 @@ DROP_REASONS = (
     "at_exit",  # still queued when the exit flush ran out of budget
     "shutdown",  # submitted after shutdown(), or left when shutdown() timed out
     "invalid",  # could not be turned into an event (a bug: please report it)
+    # feedback() refused its input (see trace_feedback.py and the README's feedback section)
+    "feedback_bad_trace_id",
+    "feedback_bad_span_id",
+    "feedback_bad_value",
+    "feedback_bad_name",
+    "feedback_bad_comment",
+    "feedback_bad_token",
+    "feedback_invalid",
 )
 
 

@@ -101,10 +101,28 @@ class RequestTrace:
 
     @property
     def recorded(self) -> bool:
-        """Whether a span has been recorded so far (so the trace will be exported): adapters
-        skip identity lookups and session writes for requests that record nothing."""
+        """Whether something has been recorded so far (a span, so the trace will be exported,
+        or feedback): adapters skip identity lookups and session writes for requests that
+        record nothing."""
         trace = self.trace
-        return trace.recording and bool(trace._spans or trace._had_children)
+        return (trace.recording and bool(trace._spans or trace._had_children)) or bool(
+            trace._feedback
+        )
+
+    def trace_header(self, streaming: bool = False) -> tuple[str, str] | None:
+        """The ``(name, trace id)`` response header (``trace_id_header``) when the response
+        belongs to a recorded trace, so the browser can send feedback about it.
+
+        Headers are sent before a streamed body, whose spans are recorded while it streams:
+        a streamed response of a traced request always gets it. Feedback alone is not a trace
+        of the request's own, so it adds no header."""
+        name = self.client.settings.trace_id_header
+        trace = self.trace
+        if not name or not trace.recording:
+            return None
+        if streaming or trace._spans or trace._had_children:
+            return name, trace.id
+        return None
 
     def finish(
         self,

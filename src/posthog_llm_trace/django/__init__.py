@@ -40,6 +40,10 @@ What every request gets:
 - ``StreamingHttpResponse`` (a sync iterator under WSGI, an async one under ASGI) keeps the trace
   open until the body is finished or the client goes away; spans recorded while streaming (a
   streamed generation with its time to first token) belong to the request's trace and user.
+- ``X-PostHog-Trace-Id`` on the response of a request that recorded a trace (a streamed one:
+  always, when traced), for the browser's feedback (``TRACE_ID_HEADER`` renames it, ``None``
+  turns it off); ``current_trace().feedback_token`` signs the trace for the user with
+  ``SECRET_KEY`` (see :func:`posthog_llm_trace.feedback`).
 - With ``"SERVERLESS": True``, a bounded flush when each request ends.
 
 The middleware is sync- and async-capable; put it after ``AuthenticationMiddleware``.

@@ -80,6 +80,7 @@ class LLMTraceMiddleware:
             raise
         context.restore(token, previous)
         _name(rt, request)
+        _trace_header(response, rt, streams)
         if streams:
             _finish_after_body(response, rt, _identity(request, rt.client.settings))
         else:
@@ -109,6 +110,7 @@ class LLMTraceMiddleware:
             raise
         context.restore(token, previous)
         _name(rt, request)
+        _trace_header(response, rt, streams)
         settings = rt.client.settings
         if streams:
             _finish_after_body(response, rt, await _aidentity(request, settings))
@@ -223,6 +225,16 @@ def _name(rt: RequestTrace, request: Any) -> None:
     route = getattr(match, "route", None)
     if isinstance(route, str):
         rt.name_route(request.method or "GET", "/" + route.removeprefix("^").removesuffix("$"))
+
+
+def _trace_header(response: Any, rt: RequestTrace, streams: bool) -> None:
+    """``X-PostHog-Trace-Id`` (``TRACE_ID_HEADER``), unless the view set that header itself."""
+    try:
+        header = rt.trace_header(streams)
+        if header is not None and not response.has_header(header[0]):
+            response[header[0]] = header[1]
+    except Exception:  # a response object of an unusual kind: never break it
+        logger.debug("posthog-llm-trace could not set the trace id header", exc_info=True)
 
 
 def _finish(rt: RequestTrace, response: Any, identity: Identity | None) -> None:
