@@ -25,7 +25,8 @@ Wire behaviour (see ``research/posthog.md`` section 2):
 - With ``settings.ai_endpoint``, ``$ai_*`` events go to ``/i/v0/ai/batch/`` (8 MiB per event) and
   anything else to ``/batch/`` (the AI lane answers 400 to a whole request holding one non-AI
   event). A 404 from the AI lane (self-hosted PostHog) switches that host to ``/batch/`` for the
-  rest of the process, logged once.
+  rest of the process, logged once; events measured for the AI lane (8 MiB each) that then go to
+  ``/batch/`` are measured, and shrunk, again for its lower limit, never dropped for it.
 
 Why the standard library's :mod:`http.client` and not posthog-python's ``Client`` or ``requests``:
 posthog-python's client drops events without counting them (queue full, oversized events, failed
@@ -37,7 +38,9 @@ after any error), socket timeouts we set from the deadline, and sockets we can s
 another thread so that shutdown interrupts a request stuck on a hanging server. Proxies from the
 environment (``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``) are honoured as ``requests`` would.
 
-The API key only ever goes into request bodies: never into logs, reprs or exception messages.
+The API key only ever goes into request bodies: never into logs, reprs or exception messages,
+even when a server echoes it (it is redacted from an error body before the body is cut for the
+log). The user info of a host URL (``https://user:password@host``) is never shown either.
 """
 
 from __future__ import annotations
