@@ -18,17 +18,20 @@ import sys
 import textwrap
 import time
 import tracemalloc
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from capture_server import CaptureServer
+from capture_server import CaptureServer, SimpleItem, render_simple
 from core_support import make_client, props
 
 from posthog_llm_trace import Client, ConfigurationError, generation, trace
 from posthog_llm_trace import messages as messages_module
 from posthog_llm_trace.export.http import HttpTransport
+from posthog_llm_trace.export.thread import BatchExporter
 from posthog_llm_trace.messages import TRUNCATION_MARKER, json_size, shrink_event
 from posthog_llm_trace.replay import replay
 from posthog_llm_trace.settings import Layer, Settings, build_settings
@@ -109,6 +112,46 @@ def test_a_trace_larger_than_the_whole_budget_still_goes_when_nothing_else_is_he
     assert capture_server.event_count == 2
     assert client.stats.snapshot()["dropped"] == 0
     client.shutdown(1.0)
+
+
+@dataclass(frozen=True)
+class SizedItem(SimpleItem):
+    """A SimpleItem that tells its size, as a TraceRecord does."""
+
+    size: int = 0
+
+    @property
+    def approx_bytes(self) -> int:
+        return self.size
+
+
+def test_batches_being_sent_count_against_the_byte_budget_until_they_are_done(
+    capture_server: CaptureServer, settings_for: SettingsFor
+):
+    capture_server.hang()  # the first batch stays in flight
+    settings = settings_for(
+        capture_server, max_queue_bytes=100_000, flush_at=1, flush_interval=0.05, timeout=30
+    )
+    stats = Stats()
+    exporter = BatchExporter(render_simple, HttpTransport(settings, stats), settings, stats)
+    try:
+        first = SizedItem((str(uuid.uuid4()),), size=30_000)
+        assert exporter.submit(first) is True
+        deadline = time.monotonic() + 10
+        while not capture_server.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # the worker holds it, waiting for an answer
+        items = [SizedItem((str(uuid.uuid4()),), size=30_000) for _ in range(5)]
+        accepted = [exporter.submit(item) for item in items]
+        # 30 kB in flight + 2 x 30 kB queued = 90 kB; a third would pass 100 kB.
+        assert accepted == [True, True, False, False, False]
+        assert stats.snapshot()["dropped_queue_bytes"] == 3
+        capture_server.release()
+        assert exporter.flush(15.0) is True
+        assert exporter._bytes == 0  # everything held was given back
+        assert exporter.submit(SizedItem((str(uuid.uuid4()),), size=90_000)) is True
+    finally:
+        exporter.shutdown(1.0)
 
 
 # --- trimming instead of dropping -----------------------------------------------------------
@@ -273,6 +316,7 @@ EXIT_SCRIPT = textwrap.dedent(
     import logging, sys
     from capture_server import make_items, render_simple
     from posthog_llm_trace.export.http import HttpTransport
+from posthog_llm_trace.export.thread import BatchExporter
     from posthog_llm_trace.export.thread import BatchExporter
     from posthog_llm_trace.settings import Layer, build_settings
     from posthog_llm_trace.stats import Stats
