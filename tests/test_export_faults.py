@@ -316,7 +316,6 @@ EXIT_SCRIPT = textwrap.dedent(
     import logging, sys
     from capture_server import make_items, render_simple
     from posthog_llm_trace.export.http import HttpTransport
-from posthog_llm_trace.export.thread import BatchExporter
     from posthog_llm_trace.export.thread import BatchExporter
     from posthog_llm_trace.settings import Layer, build_settings
     from posthog_llm_trace.stats import Stats
