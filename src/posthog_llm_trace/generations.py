@@ -190,6 +190,8 @@ class Generation(_ModelCall):
                 # carry timestamps consistent with their latency.
                 segment[3] = wall_now - (perf_now - segment[4])
 
+    _sized_extra = True
+
     def _extra_bytes(self) -> int:
         total = 0
         if self.tools is not None:

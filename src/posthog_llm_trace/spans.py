@@ -215,9 +215,10 @@ class TraceRecord:
     def approx_bytes(self) -> int:
         """About how much memory this record's events hold (see :mod:`.sizing`): what the
         exporter's ``max_queue_bytes`` bound counts. Cheap: no serialisation."""
-        total = EVENT_OVERHEAD * (len(self.spans) + 1)
+        events = len(self.spans) + 1
+        total = EVENT_OVERHEAD * events
         if self.properties:
-            total += approx_size(self.properties) * (len(self.spans) + 1)
+            total += approx_size(self.properties) * events
         if self.input_state is not None:
             total += approx_size(self.input_state)
         if self.output_state is not None:
@@ -234,7 +235,7 @@ class TraceRecord:
                 total += approx_size(span.properties)
             if span.error is not None:
                 total += len(span.error.message)
-            if span._extra_bytes is not None:
+            if span._sized_extra:
                 total += span._extra_bytes()
         for item in self.feedback:
             total += EVENT_OVERHEAD * item.event_count
@@ -630,9 +631,12 @@ class Span(_Timed):
         """Mark the span as failed without raising."""
         self.error = ErrorInfo.coerce(error)
 
-    #: What a kind of span holds besides input, output, properties and error, for
-    #: :attr:`TraceRecord.approx_bytes` (None: nothing).
-    _extra_bytes: Callable[[], int] | None = None
+    #: Whether this kind of span holds more than input, output, properties and error, told by
+    #: ``_extra_bytes()`` to :attr:`TraceRecord.approx_bytes`.
+    _sized_extra = False
+
+    def _extra_bytes(self) -> int:
+        return 0
 
     @property
     def trace_id(self) -> str:
