@@ -498,3 +498,32 @@ def test_a_hostile_session_header_does_not_reach_session_id():
         app.test_client().get("/", headers={"X-POSTHOG-SESSION-ID": "abc\u2028def\x85"})
     [event] = events.named("$ai_generation")
     assert props(event)["$session_id"] == "abcdef"
+
+
+def test_the_size_estimate_sees_prompts_wherever_they_sit():
+    from pydantic import BaseModel
+
+    from posthog_llm_trace.spans import TraceRecord
+
+    class Message(BaseModel):
+        role: str
+        content: str
+
+    seen: list[TraceRecord] = []
+
+    class Recording(Client):
+        def submit(self, record: TraceRecord) -> None:
+            seen.append(record)
+
+    client = Recording(build_settings(Layer({"export": "memory"}), environ={}))
+    big = "z" * 1_000_000
+    with trace("t", client=client) as t:
+        t.set_property("context", {"documents": [{"text": big}]})
+        with generation("g", model="m", provider="p") as gen:
+            gen.set_input([Message(role="user", content=big)])  # an SDK object
+            gen.chunk(big[:500_000])
+        with generation("h", model="m", provider="p", tools=[{"name": "x", "doc": big}]):
+            pass
+    [record] = seen
+    # context on three events (3 MB), the prompt, the streamed text (twice), the tools.
+    assert 6_000_000 <= record.approx_bytes <= 6_200_000
