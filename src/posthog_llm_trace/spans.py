@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
-from . import context
+from . import context, registry
 from .messages import snapshot
 from .sizing import EVENT_OVERHEAD, approx_size
 
@@ -246,16 +246,8 @@ UNSET: Any = object()
 _NO_COST: Mapping[str, float] = MappingProxyType({})
 
 
-_get_client: Callable[[], Client] | None = None
-
-
 def _default_client() -> Client:
-    global _get_client
-    if _get_client is None:
-        from .client import get_client  # a cycle: client.py imports this module
-
-        _get_client = get_client  # later calls skip the import statement (2 µs)
-    return _get_client()
+    return registry.default_client()
 
 
 class _Timed:
