@@ -471,3 +471,18 @@ def test_a_failing_wrapper_call_is_one_failed_generation_and_the_error_reaches_t
         p = props(one(events, "$ai_generation"))
         assert p["$ai_is_error"] is True and p["$ai_http_status"] == 500
         assert ("my secret" in str(p)) is not privacy
+
+
+def test_the_memory_bound_counts_what_a_bridged_event_holds(
+    bridged: None, ph: posthog.Posthog, fake: FakeProvider
+) -> None:
+    client = make_client(export="memory")
+    records: list[Any] = []
+    client.submit = records.append  # type: ignore[method-assign]
+    with trace("big", client=client):
+        ph.capture("$ai_span", properties={"$ai_input_state": "x" * 100_000})
+        wrapper(ph, fake).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "y" * 50_000}]
+        )
+    [record] = records
+    assert record.approx_bytes > 150_000

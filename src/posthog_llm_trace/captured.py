@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from .sizing import approx_size
 from .spans import Span, Trace, _new_id, _safe_str
 
 __all__ = ["CONTENT_PROPERTIES", "LINK_PROPERTIES", "CapturedEvent"]
@@ -73,6 +74,11 @@ class CapturedEvent(Span):
         #: A distinct id the application gave this one event explicitly (it wins, as in
         #: posthog-python); None for the trace's.
         self.distinct_id = distinct_id
+
+    _sized_extra = True
+
+    def _extra_bytes(self) -> int:
+        return approx_size(self.foreign)
 
     def place(self, trace: Trace, span_id: str | None, parent_id: str) -> None:
         """Put the event in ``trace``: ended now, started ``$ai_latency`` seconds ago."""
