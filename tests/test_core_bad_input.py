@@ -108,6 +108,7 @@ def record(value: Any, **client_settings: Any) -> list[dict[str, Any]]:
             properties={"p": value},
         ) as g:
             g.chunk(value)
+            g.chunk(".")  # an empty value alone makes no chunk
             g.set_output(value, stop_reason=value)
             g.set_usage(value, input_tokens=value, output_tokens=7)
             g.set_cost(input_usd=value, output_usd=value)

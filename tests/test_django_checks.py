@@ -43,6 +43,7 @@ EVERY_SETTING: dict[str, Any] = {
     "EXPORT": "sync",
     "EXPORT_FILE": "/tmp/events.jsonl",
     "MAX_QUEUE_SIZE": 123,
+    "MAX_QUEUE_BYTES": 12_345_678,
     "SAMPLE_RATE": 0.5,
     "MASK": "tests.django_app.hooks.mask",
     "CHUNK_SPANS": True,
@@ -57,6 +58,7 @@ EVERY_SETTING: dict[str, Any] = {
     "DISTINCT_ID_RESOLVER": "tests.django_app.hooks.nobody",
     "DISTINCT_ID_HEADER": True,
     "SESSION_REPLAY_HEADER": False,
+    "POSTHOG_CLIENT": "tests.django_app.hooks.posthog_client",
     "INSTRUMENT": [],
     "TRACE_ID_HEADER": "X-Answer-Id",
     "TRACE_TOKEN_KEY": "django-token-key",
@@ -65,6 +67,7 @@ EXPECTED = {
     **{key.lower(): value for key, value in EVERY_SETTING.items()},
     "mask": hooks.mask,
     "distinct_id_resolver": hooks.nobody,
+    "posthog_client": hooks.posthog_client,
     "instrument": (),
 }
 

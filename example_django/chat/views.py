@@ -1,6 +1,7 @@
 """The chat views. Nothing here knows about PostHog except ``current_trace()``: the middleware
-opens the request's trace and binds the signed-in user and their session; ``example_chat.llm``
-records the generations and the tool call inside it."""
+opens the request's trace and binds the signed-in user and their session; the ``openai`` calls
+of ``example_chat.llm`` (a plain client, instrumented by the app) and its tool call are recorded
+inside it."""
 
 from __future__ import annotations
 

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from importlib import metadata
 from typing import Any
 
+from .captured import CONTENT_PROPERTIES, TOKEN_PROPERTIES, CapturedEvent
 from .generations import Embedding, Generation, _ModelCall
 from .jsonenc import json_float
 from .messages import jsonable, normalize_messages, normalize_tools, shrink_event
@@ -54,6 +55,8 @@ _LIB_PROPERTIES = {
     "$lib": LIB,
     "$lib_version": LIB_VERSION,
 }
+#: Longest string kept when events go to PostHog's AI lane (8 MiB per event, less room).
+AI_STRING_LIMIT = 8 * 1024 * 1024 - 64 * 1024
 
 
 def iso(ts: float) -> str:
@@ -95,7 +98,9 @@ def render(
         except Exception:
             logger.exception("posthog-llm-trace could not render a %s span", span.kind)
             if stats is not None:
-                stats.dropped("invalid")
+                # Every event the span stood for in event_count (its chunk spans too).
+                segments = getattr(span, "_segments", None) if record.chunk_spans else None
+                stats.dropped("invalid", 1 + (len(segments) if segments else 0))
     if record.emit_trace_event:
         try:
             events.append(mapper.trace_event())
@@ -121,7 +126,11 @@ class _Mapper:
         self.fit = fit
         self.record = record
         self.settings = settings
+        # Strings are cut at the budget of the endpoint the events go to: the AI lane takes
+        # 8 MiB per event, and the transport shrinks an event for /batch/ if it must go there.
         self.limit = settings.max_event_bytes
+        if not fit and settings.ai_endpoint:
+            self.limit = max(self.limit, AI_STRING_LIMIT)
         default = settings.default_distinct_id
         self.distinct_id = _text(record.distinct_id) or default
         # Custom properties (the trace's, then a span's own) come first; the computed keys in
@@ -207,6 +216,8 @@ class _Mapper:
         return self.event("$ai_trace", props, _event_uuid(record.trace_id), record.end)
 
     def span_events(self, span: Span) -> list[dict[str, Any]]:
+        if type(span) is CapturedEvent:
+            return [self.captured_event(span)]
         props = self.props(span.properties)
         props["$ai_span_id"] = span.id
         props["$ai_span_name"] = _text(span.name) or span.kind
@@ -226,9 +237,71 @@ class _Mapper:
             if span.output is not UNSET:
                 props["$ai_output_state"] = self.content(span.output)
         self.error(props, span.error)
+        if isinstance(span, _ModelCall) and span.captured:
+            self.merge_captured(span, props)
         name = _EVENT_NAMES.get(span.kind, "$ai_span")
         events.insert(0, self.event(name, props, _event_uuid(span.id), span.end_time))
         return events
+
+    # --- events captured by another SDK (see captured.py) ----------------------------------------
+
+    def foreign(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The other SDK's properties under our privacy mode, mask and size limit."""
+        out: dict[str, Any] = {}
+        privacy = self.settings.privacy_mode
+        for key, value in values.items():
+            if key in CONTENT_PROPERTIES:
+                out[key] = None if value is None else self.content(value)
+            elif key == "$ai_error" and privacy:
+                status = _count(values.get("$ai_http_status"))
+                out[key] = "Error" + (f": {status}" if status else "")
+            else:
+                out[key] = jsonable(value, self.limit)
+        return out
+
+    def groups(self, props: dict[str, Any], foreign: Mapping[str, Any]) -> None:
+        theirs = foreign.get("$groups")
+        if isinstance(theirs, dict) and theirs:
+            props["$groups"] = {**theirs, **props.get("$groups", {})}
+
+    def captured_event(self, span: CapturedEvent) -> dict[str, Any]:
+        foreign = self.foreign(span.foreign)
+        props = dict(self.custom)
+        props.update(foreign)
+        props.update(self.base)
+        self.groups(props, foreign)
+        props["$ai_span_id"] = span.id
+        props["$ai_parent_id"] = span.parent_id or self.record.trace_id
+        props["$ai_span_name"] = _text(span.name) or span.kind
+        props.setdefault("$ai_latency", json_float(span.latency))
+        if span.event == "$ai_span":
+            props["$ai_span_type"] = span.kind
+        self.error(props, span.error)
+        event = self.event(span.event, props, _event_uuid(span.id), span.end_time)
+        if span.distinct_id and span.distinct_id != self.distinct_id:
+            # A distinct id given to this one event wins, as it does in posthog-python.
+            event["distinct_id"] = span.distinct_id
+            event["properties"].pop("$process_person_profile", None)
+        return event
+
+    def merge_captured(self, call: _ModelCall, props: dict[str, Any]) -> None:
+        """One call seen twice -- by our SDK instrumentation and by posthog-python's wrapper --
+        becomes one event, field by field: what we computed wins (links, identity, time to first
+        token, streaming), what only the wrapper knew is added (``$ai_usage``, service tier,
+        instructions...). Token counts come from one side as a group, never mixed."""
+        foreign = self.foreign(call.captured or {})
+        ours_tokens = any(key in props for key in TOKEN_PROPERTIES)
+        own = call.properties
+        for key, value in foreign.items():
+            if key in self.base or (ours_tokens and key in TOKEN_PROPERTIES):
+                continue
+            if key in own:
+                continue  # the application's own property on its generation
+            placeholder = key in ("$ai_model", "$ai_provider") and props.get(key) == "unknown"
+            if key in props and key not in self.custom and not placeholder:
+                continue  # computed by us
+            props[key] = value
+        self.groups(props, foreign)
 
     def generation(self, gen: Generation, props: dict[str, Any]) -> None:
         props["$ai_model"] = _text(gen.model) or "unknown"
@@ -245,11 +318,13 @@ class _Mapper:
         self.usage(gen.usage, props)
         if gen.model_parameters:
             props["$ai_model_parameters"] = jsonable(gen.model_parameters, self.limit)
-        if gen.tools:
+        if gen.tools is not None:  # not truthiness: an array's is ambiguous and raises
             try:
-                props["$ai_tools"] = normalize_tools(gen.tools, self.limit)
+                tools = normalize_tools(gen.tools, self.limit)
             except Exception:  # tool objects of an unknown kind: send what JSON can say
-                props["$ai_tools"] = jsonable(gen.tools, self.limit)
+                tools = jsonable(gen.tools, self.limit)
+            if tools:
+                props["$ai_tools"] = tools
         if gen.stop_reason:
             props["$ai_stop_reason"] = _text(gen.stop_reason)
         self.http(gen, props)
@@ -287,13 +362,17 @@ class _Mapper:
             ("output_tokens", "$ai_output_tokens"),
             ("cache_read_input_tokens", "$ai_cache_read_input_tokens"),
             ("cache_creation_input_tokens", "$ai_cache_creation_input_tokens"),
+            ("cache_creation_5m_input_tokens", "$ai_cache_creation_5m_input_tokens"),
+            ("cache_creation_1h_input_tokens", "$ai_cache_creation_1h_input_tokens"),
             ("reasoning_tokens", "$ai_reasoning_tokens"),
             ("web_search_count", "$ai_web_search_count"),
         ):
             count = _count(usage.get(key))
             if count is not None:  # unknown counts are omitted, never sent as 0
                 props[prop] = count
-        if "$ai_cache_read_input_tokens" in props or "$ai_cache_creation_input_tokens" in props:
+        if "$ai_input_tokens" in props and (
+            "$ai_cache_read_input_tokens" in props or "$ai_cache_creation_input_tokens" in props
+        ):
             # Our input count is gross (cache included). Saying so explicitly stops PostHog
             # from guessing "exclusive" for Claude models and double-billing the cache.
             props["$ai_cache_reporting_exclusive"] = False

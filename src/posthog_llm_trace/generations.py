@@ -7,12 +7,13 @@ properties is in :mod:`.events`.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from .messages import snapshot
+from .providers import read_response, read_usage
+from .sizing import EVENT_OVERHEAD, approx_size
 from .spans import _NO_COST, UNSET, Span, _safe_str
 
 __all__ = ["Embedding", "Generation"]
@@ -22,7 +23,16 @@ class _ModelCall(Span):
     """What generations and embeddings share: the model, the provider's endpoint and status,
     token usage and, only when the application knows them, real costs."""
 
-    __slots__ = ("base_url", "cost", "http_status", "model", "provider", "usage")
+    __slots__ = (
+        "base_url",
+        "captured",
+        "cost",
+        "http_status",
+        "model",
+        "provider",
+        "provider_call",
+        "usage",
+    )
 
     def __init__(
         self,
@@ -40,6 +50,11 @@ class _ModelCall(Span):
         self.usage: dict[str, Any] = {}
         self.cost: Mapping[str, float] = _NO_COST  # a dict once a cost is set
         self.http_status: int | None = None
+        #: True once an instrumented SDK call fills this span (one call, one event).
+        self.provider_call = False
+        #: What posthog-python's wrapper captured for this same call (see
+        #: :mod:`.providers.posthog`): merged field by field, ours winning where we know more.
+        self.captured: dict[str, Any] | None = None
 
     def set_model(self, model: str, provider: str | None = None) -> None:
         self.model = model
@@ -63,7 +78,7 @@ class Generation(_ModelCall):
         "_first_token_perf",
         "_segments",
         "model_parameters",
-        "provider_call",
+        "sdk_stream",
         "stop_reason",
         "stream",
         "tools",
@@ -89,18 +104,37 @@ class Generation(_ModelCall):
         self.tools = tools
         self.stream = stream
         self.stop_reason: str | None = None
-        #: True once an instrumented SDK call fills this generation (one call, one event).
-        self.provider_call = False
         self._first_token_perf = 0.0
+        #: True while an instrumented SDK stream records this generation's chunks.
+        self.sdk_stream = False
         #: Streamed segments: [kind, start_wall, start_perf, end_wall, end_perf, parts, meta]
         self._segments: list[list[Any]] | None = None
 
     def set_output(self, value: Any, *, stop_reason: str | None = None) -> None:
         """The completion: a string, a message, a list of messages or a provider response
-        (tool calls included)."""
-        self.output = snapshot(value)
+        (tool calls included). A provider response (OpenAI ``ChatCompletion`` or Responses
+        ``Response``, Anthropic ``Message``) also gives the stop reason and, when they are not
+        set yet, the usage and the model."""
+        kind = type(value)
+        read = None if kind is str or kind is list or value is None else read_response(value)
+        if read is None:
+            self.output = snapshot(value)
+        else:
+            self._fill(read, output=True)
         if stop_reason is not None:
             self.stop_reason = stop_reason
+
+    def _fill(self, read: dict[str, Any], *, output: bool) -> None:
+        """Record what a provider response said (see :func:`.providers.read_response`)."""
+        if output and "output" in read:
+            self.output = read["output"]
+        reason = read.get("stop_reason")
+        if reason is not None and (output or self.stop_reason is None):
+            self.stop_reason = reason
+        if "usage" in read and not self.usage:
+            self.usage.update(read["usage"])
+        if self.model is None and "model" in read:
+            self.model = read["model"]
 
     def set_stop_reason(self, reason: str) -> None:
         self.stop_reason = reason
@@ -121,7 +155,7 @@ class Generation(_ModelCall):
         as ``usage`` to have it read for you. Counts you do not know: leave them out."""
         counts = self.usage
         if usage is not None:
-            counts.update(_usage_from(usage))
+            _merge_usage(counts, _usage_from(usage))
         if input_tokens is not None:
             counts["input_tokens"] = input_tokens
         if output_tokens is not None:
@@ -154,11 +188,25 @@ class Generation(_ModelCall):
         tool_call_id: str | None = None,
         tool_name: str | None = None,
     ) -> None:
-        """One streamed piece. The first sets the time to first token; text pieces add up to
-        the output unless ``set_output`` is called. ``kind`` is ``text``, ``reasoning`` or
-        ``tool_call`` (``delta`` then being a piece of the call's JSON arguments)."""
+        """One streamed piece. The first that carries something (text, or a tool call's name)
+        sets the time to first token; empty pieces (a role-only first chunk) are ignored. Text
+        pieces add up to the output unless ``set_output`` is called. ``kind`` is ``text``,
+        ``reasoning`` or ``tool_call`` (``delta`` then being a piece of the call's JSON
+        arguments).
+
+        While an instrumented SDK stream fills this generation, it records the pieces itself
+        and these calls are ignored: the text is not counted twice."""
+        if self.sdk_stream:
+            return
+        self._chunk(delta, kind, tool_call_id, tool_name)
+
+    def _chunk(
+        self, delta: Any, kind: str, tool_call_id: str | None, tool_name: str | None
+    ) -> None:
         if type(delta) is not str:
             delta = "" if delta is None else _safe_str(delta)
+        if not delta and not tool_name and tool_call_id is None:
+            return
         now = time.perf_counter()
         if not self._first_token_perf:
             self._first_token_perf = now
@@ -189,17 +237,40 @@ class Generation(_ModelCall):
                 # carry timestamps consistent with their latency.
                 segment[3] = wall_now - (perf_now - segment[4])
 
+    _sized_extra = True
+
+    def _extra_bytes(self) -> int:
+        total = 0
+        if self.tools is not None:
+            total += approx_size(self.tools)
+        if self.captured:
+            total += approx_size(self.captured)
+        segments = self._segments
+        if segments:
+            # The parts, counted twice: the output built from them, and chunk spans if any.
+            for segment in segments:
+                total += 2 * sum(map(len, segment[5])) + EVENT_OVERHEAD
+        return total
+
     def _record_item(self, item: Any) -> None:
         if isinstance(item, str):
-            self.chunk(item)
+            self._chunk(item, "text", None, None)
 
     def _record_result(self, result: Any) -> None:
+        # A provider response also says what it cost, why it stopped and which model answered.
+        if type(result) is str:
+            super()._record_result(result)
+            return
+        read = read_response(result)
+        if read is not None:
+            self._fill(read, output=self.output is UNSET)
+            return
         super()._record_result(result)
-        # A provider response also says what it cost and which model answered.
-        get = result.get if isinstance(result, dict) else functools.partial(getattr, result)
-        try:
-            usage = get("usage", None)
-            model = get("model", None)
+        try:  # any other object or dict with ``usage`` / ``model``
+            if isinstance(result, dict):
+                usage, model = result.get("usage"), result.get("model")
+            else:
+                usage, model = getattr(result, "usage", None), getattr(result, "model", None)
         except Exception:
             return
         if usage is not None and not self.usage:
@@ -231,54 +302,26 @@ class Generation(_ModelCall):
 
 
 def _usage_from(usage: Any) -> dict[str, int]:
-    """Token counts from an OpenAI (Chat or Responses) or Anthropic usage object or dict; an
-    empty dict for anything else (never an exception)."""
-    try:
-        return _read_usage(usage)
-    except Exception:
-        return {}
+    """Token counts from any supported provider's usage object or dict; an empty dict for
+    anything else (never an exception)."""
+    return read_usage(usage) or {}
 
 
-def _read_usage(usage: Any) -> dict[str, int]:
+_CACHE_KEYS = ("cache_read_input_tokens", "cache_creation_input_tokens")
 
-    def get(obj: Any, key: str) -> Any:
-        return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
 
-    def num(value: Any) -> int | None:
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-    out: dict[str, int] = {}
-    prompt = num(get(usage, "prompt_tokens"))
-    if prompt is not None:  # OpenAI Chat Completions: gross prompt tokens
-        out["input_tokens"] = prompt
-        completion = num(get(usage, "completion_tokens"))
-        if completion is not None:
-            out["output_tokens"] = completion
-        cached = num(get(get(usage, "prompt_tokens_details") or {}, "cached_tokens"))
-        reasoning = num(get(get(usage, "completion_tokens_details") or {}, "reasoning_tokens"))
-    else:
-        inp, outp = num(get(usage, "input_tokens")), num(get(usage, "output_tokens"))
-        read = num(get(usage, "cache_read_input_tokens"))
-        write = num(get(usage, "cache_creation_input_tokens"))
-        if read is not None or write is not None:
-            # Anthropic reports input tokens *excluding* the cache; make them gross.
-            if inp is not None:
-                out["input_tokens"] = inp + (read or 0) + (write or 0)
-            if read is not None:
-                out["cache_read_input_tokens"] = read
-            if write is not None:
-                out["cache_creation_input_tokens"] = write
-        elif inp is not None:
-            out["input_tokens"] = inp
-        if outp is not None:
-            out["output_tokens"] = outp
-        cached = num(get(get(usage, "input_tokens_details") or {}, "cached_tokens"))
-        reasoning = num(get(get(usage, "output_tokens_details") or {}, "reasoning_tokens"))
-    if cached is not None and "cache_read_input_tokens" not in out:
-        out["cache_read_input_tokens"] = cached
-    if reasoning is not None:
-        out["reasoning_tokens"] = reasoning
-    return out
+def _merge_usage(counts: dict[str, Any], new: dict[str, int]) -> None:
+    """Add counts read from a usage object. A read without cache counts gives a net input
+    count (Anthropic's stream events do); once a gross one is known it is not lowered."""
+    if (
+        "input_tokens" in new
+        and "input_tokens" in counts
+        and not any(k in new for k in _CACHE_KEYS)
+        and any(k in counts for k in _CACHE_KEYS)
+    ):
+        new = dict(new)
+        new["input_tokens"] = max(new["input_tokens"], counts["input_tokens"])
+    counts.update(new)
 
 
 class Embedding(_ModelCall):
@@ -287,6 +330,11 @@ class Embedding(_ModelCall):
     __slots__ = ()
 
     default_kind = "embedding"
+
+    _sized_extra = True
+
+    def _extra_bytes(self) -> int:
+        return approx_size(self.captured) if self.captured else 0
 
     def __init__(
         self,

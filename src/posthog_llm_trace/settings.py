@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 US_HOST = "https://us.i.posthog.com"
-EXPORT_MODES = ("thread", "celery", "sync", "console", "file", "memory", "off")
+EXPORT_MODES = ("thread", "celery", "sync", "posthog", "console", "file", "memory", "off")
 
 
 class ConfigurationError(ValueError):
@@ -112,6 +112,33 @@ def _str(value: Any) -> str:
     return value.strip()
 
 
+def safe_url(url: str) -> str:
+    """``url`` without the user info (``https://user:password@host`` -> ``https://***@host``):
+    the form of a host fit for reprs, logs and error messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}{sep}{authority}{slash}{path}"
+
+
+def _shown(key: str, raw: Any) -> str:
+    """How a refused value appears in its error message: never a credential."""
+    if key in SECRET_SETTINGS:
+        return "***"
+    if key == "host" and isinstance(raw, str):
+        if "://" in raw:
+            return repr(safe_url(raw))
+        text = raw.strip()
+        # A bare host name is worth echoing (the usual mistake); anything else may be a key
+        # pasted in the wrong place.
+        if "." not in text or not all(c.isalnum() or c in ".-:" for c in text):
+            return "a value that is not a URL (not shown: it may be a credential)"
+    return repr(raw)
+
+
 def _host(value: Any) -> str:
     host = _str(value).rstrip("/")
     if not host.startswith(("http://", "https://")):
@@ -146,6 +173,24 @@ def _callable(value: Any) -> Callable[..., Any] | None:
     if not callable(value):
         raise ValueError("must be a callable or a dotted path to one")
     return value  # type: ignore[no-any-return]
+
+
+def _posthog_client(value: Any) -> Any:
+    """None (posthog-python's module-level client), a ``posthog.Posthog`` client, or a dotted
+    path to one (``"myapp.analytics.posthog_client"``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        module_name, _, attr = value.strip().rpartition(".")
+        if not module_name:
+            raise ValueError("must be a posthog.Posthog client or a dotted path to one")
+        try:
+            value = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"could not import {value!r}: {exc}") from None
+    if not callable(getattr(value, "capture", None)) or isinstance(value, type):
+        raise ValueError("must be a posthog.Posthog client (an object with capture())")
+    return value
 
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -266,7 +311,8 @@ SPECS: tuple[Spec, ...] = (
         "thread",
         _export,
         "`thread` (background batching), `celery` (a worker posts batches), `sync` "
-        "(inline, bounded), `console` / `file` (JSON lines for development), `memory` "
+        "(inline, bounded), `posthog` (through your posthog-python client, see "
+        "`posthog_client`), `console` / `file` (JSON lines for development), `memory` "
         "(tests), `off`.",
     ),
     Spec(
@@ -281,6 +327,14 @@ SPECS: tuple[Spec, ...] = (
         10_000,
         _positive_int,
         "Events held in memory for export; past it new events are dropped and counted.",
+    ),
+    Spec(
+        "max_queue_bytes",
+        64 * 1024 * 1024,
+        _positive_int,
+        "Bytes of content held in memory for export (an estimate made without serialising); "
+        "past it new events are dropped and counted as `queue_bytes`.",
+        shown_default="67108864 (64 MiB)",
     ),
     Spec(
         "sample_rate",
@@ -365,6 +419,13 @@ SPECS: tuple[Spec, ...] = (
         "Copy the browser's `X-POSTHOG-SESSION-ID` header into `$session_id` to link replays.",
     ),
     Spec(
+        "posthog_client",
+        None,
+        _posthog_client,
+        'With `export="posthog"`: the `posthog.Posthog` client (or a dotted path to it) that '
+        "delivers the events; none means posthog-python's module-level client.",
+    ),
+    Spec(
         "instrument",
         None,
         _instrument,
@@ -408,6 +469,7 @@ class Settings:
     export: str = "thread"
     export_file: str = "posthog-llm-trace.jsonl"
     max_queue_size: int = 10_000
+    max_queue_bytes: int = 64 * 1024 * 1024
     sample_rate: float = 1.0
     mask: Callable[[Any], Any] | None = None
     chunk_spans: bool = False
@@ -422,27 +484,28 @@ class Settings:
     distinct_id_resolver: Callable[[Any], Any] | None = None
     distinct_id_header: bool = False
     session_replay_header: bool = True
+    posthog_client: Any = None
     instrument: tuple[str, ...] | None = None
     trace_id_header: str | None = "X-PostHog-Trace-Id"
     trace_token_key: str | None = None
 
     def __repr__(self) -> str:
-        # The API key and the token key are secrets: never in reprs, logs or exceptions.
-        shown = ", ".join(
-            f"{f.name}="
-            + repr(
-                "***"
-                if f.name in SECRET_SETTINGS and getattr(self, f.name)
-                else getattr(self, f.name)
-            )
-            for f in dataclasses.fields(self)
-        )
+        # The API key, the token key and the host's user info are secrets: never in reprs, logs
+        # or exceptions.
+        shown = ", ".join(f"{f.name}={self._shown(f.name)}" for f in dataclasses.fields(self))
         return f"Settings({shown})"
+
+    def _shown(self, name: str) -> str:
+        if name in SECRET_SETTINGS and getattr(self, name):
+            return "'***'"
+        if name == "host":
+            return repr(safe_url(self.host))
+        return repr(getattr(self, name))
 
     @property
     def export_enabled(self) -> bool:
         """True when events leave the process (a key is set, or a local sink is chosen)."""
-        if self.export in ("console", "file", "memory"):
+        if self.export in ("console", "file", "memory", "posthog"):
             return True
         return self.export != "off" and bool(self.api_key)
 
@@ -517,8 +580,7 @@ def _checked(layer: Layer, key: str, raw: Any) -> tuple[Any, str | None]:
     try:
         return spec.check(raw), None
     except (ValueError, TypeError) as exc:
-        shown = "***" if key in SECRET_SETTINGS else repr(raw)
-        return _IGNORED, f"{layer.spell(key)} {exc}, got {shown}"
+        return _IGNORED, f"{layer.spell(key)} {exc}, got {_shown(key, raw)}"
 
 
 def build_settings(*layers: Layer, environ: Mapping[str, str] | None = None) -> Settings:

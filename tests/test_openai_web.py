@@ -1,0 +1,194 @@
+"""Instrumented ``openai`` calls inside real Django and Flask requests: the views call a plain
+SDK client, the request's trace gets the generation, with the request's user."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import openai
+import pytest
+from django.test import Client as DjangoClient
+from flask import Flask, jsonify, request
+from flask_testapp import isolate, make_app
+
+import posthog_llm_trace as plt
+from posthog_llm_trace import current_trace
+from posthog_llm_trace.client import Client
+from posthog_llm_trace.flask import LLMTrace
+from posthog_llm_trace.testing import CapturedEvents, capture_events
+from tests.django_app.fixtures import (  # noqa: F401  (fixtures)
+    Server,
+    asgi_server,
+    llm_settings,
+    wait_for,
+    wsgi_server,
+)
+from tests.fake_provider import FakeProvider
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeProvider]:
+    with FakeProvider() as provider:
+        yield provider
+
+
+@pytest.fixture
+def not_instrumented() -> Iterator[None]:
+    """Start uninstrumented: the framework's setup must be what instruments the SDK."""
+    before = plt.instrumented()
+    plt.uninstrument()
+    yield
+    plt.uninstrument()
+    if before:
+        plt.instrument(*before)
+
+
+def one_trace_with_one_generation(events: CapturedEvents) -> tuple[dict[str, Any], dict[str, Any]]:
+    [trace] = events.named("$ai_trace")
+    [gen] = events.named("$ai_generation")
+    return trace, gen
+
+
+# --- Django -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def django_openai(
+    not_instrumented: None,
+    llm_settings: Callable[..., Client],  # noqa: F811
+    settings: Any,
+    fake: FakeProvider,
+) -> None:
+    settings.ROOT_URLCONF = "tests.django_app.openai_views"
+    settings.OPENAI_BASE_URL_FOR_TESTS = fake.url + "/v1"
+    assert "openai" in plt.instrumented()  # the app's setup did it (default: every SDK)
+
+
+@pytest.mark.parametrize("path", ["/openai/ask/", "/openai/aask/"])
+def test_a_django_view_calling_openai_fills_the_request_trace(
+    django_openai: None, client: DjangoClient, db: None, path: str
+) -> None:
+    from django.contrib.auth import get_user_model
+
+    alice = get_user_model().objects.create_user("alice")
+    client.force_login(alice)
+    with capture_events() as events:
+        answer = client.get(path, {"q": "from django"}).json()
+    assert answer["answer"] == "echo: from django"
+    trace, gen = one_trace_with_one_generation(events)
+    p = gen["properties"]
+    assert p["$ai_trace_id"] == answer["trace_id"] == trace["properties"]["$ai_trace_id"]
+    assert p["$ai_parent_id"] == answer["trace_id"]
+    assert gen["distinct_id"] == str(alice.pk)
+    assert p["$ai_output_choices"] == [{"role": "assistant", "content": "echo: from django"}]
+    assert p["$ai_input_tokens"] > 0 and p["$ai_http_status"] == 200
+
+
+@pytest.mark.parametrize(
+    ("server_fixture", "path"),
+    [("wsgi_server", "/openai/stream/"), ("asgi_server", "/openai/astream/")],
+)
+def test_a_django_streaming_view_records_the_stream_in_the_request_trace(
+    django_openai: None, request: pytest.FixtureRequest, server_fixture: str, path: str
+) -> None:
+    server: Server = request.getfixturevalue(server_fixture)
+    with capture_events() as events:
+        conn, response = server.open_stream(f"{path}?q=stream+this", {})
+        body = response.read()
+        conn.close()
+        wait_for(lambda: events.named("$ai_trace"))
+    assert body == b"echo: stream this"
+    trace, gen = one_trace_with_one_generation(events)
+    p = gen["properties"]
+    assert p["$ai_trace_id"] == trace["properties"]["$ai_trace_id"]
+    assert p["$ai_parent_id"] == trace["properties"]["$ai_trace_id"]
+    assert p["$ai_stream"] is True
+    assert p["$ai_output_choices"] == [{"role": "assistant", "content": "echo: stream this"}]
+
+
+def test_django_instrument_setting_empty_turns_it_off(
+    not_instrumented: None,
+    llm_settings: Callable[..., Client],  # noqa: F811
+    settings: Any,
+    fake: FakeProvider,
+    client: DjangoClient,
+    db: None,
+) -> None:
+    plt.uninstrument()
+    llm_settings(INSTRUMENT=[])
+    settings.ROOT_URLCONF = "tests.django_app.openai_views"
+    settings.OPENAI_BASE_URL_FOR_TESTS = fake.url + "/v1"
+    assert "openai" not in plt.instrumented()
+    with capture_events() as events:
+        assert client.get("/openai/ask/").json()["answer"] == "echo: hello"
+    assert not events.named("$ai_generation")
+
+
+# --- Flask --------------------------------------------------------------------------------------
+
+
+def flask_app(fake: FakeProvider, **config: Any) -> Flask:
+    app = make_app(**config)
+    llm = openai.OpenAI(base_url=fake.url + "/v1", api_key="x", max_retries=0)
+
+    @app.get("/openai/ask")
+    def ask() -> Any:
+        reply = llm.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": request.args["q"]}]
+        )
+        trace = current_trace()
+        return jsonify(
+            answer=reply.choices[0].message.content, trace_id=trace.id if trace else None
+        )
+
+    @app.get("/openai/stream")
+    def stream() -> Any:
+        chunks = llm.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": request.args["q"]}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        return app.response_class(
+            (c.choices[0].delta.content or "" for c in chunks if c.choices),
+            mimetype="text/plain",
+        )
+
+    LLMTrace(app)
+    return app
+
+
+def test_a_flask_view_calling_openai_fills_the_request_trace(
+    monkeypatch: pytest.MonkeyPatch, not_instrumented: None, fake: FakeProvider
+) -> None:
+    isolate(monkeypatch)
+    app = flask_app(fake, POSTHOG_LLM_TRACE_EXPORT="memory")
+    assert "openai" in plt.instrumented()  # init_app applied the default setting
+    with capture_events() as events:
+        answer = app.test_client().get("/openai/ask?q=from+flask").get_json()
+        body = app.test_client().get("/openai/stream?q=streamed").get_data()
+    assert answer["answer"] == "echo: from flask"
+    assert body == b"echo: streamed"
+    traces = events.named("$ai_trace")
+    plain, streamed = events.named("$ai_generation")
+    assert plain["properties"]["$ai_trace_id"] == answer["trace_id"]
+    assert plain["properties"]["$ai_parent_id"] == answer["trace_id"]
+    assert streamed["properties"]["$ai_trace_id"] in {
+        t["properties"]["$ai_trace_id"] for t in traces
+    }
+    assert streamed["properties"]["$ai_input_tokens"] > 0
+    assert streamed["properties"]["$ai_output_choices"] == [
+        {"role": "assistant", "content": "echo: streamed"}
+    ]
+
+
+def test_flask_instrument_setting_empty_turns_it_off(
+    monkeypatch: pytest.MonkeyPatch, not_instrumented: None, fake: FakeProvider
+) -> None:
+    isolate(monkeypatch)
+    app = flask_app(fake, POSTHOG_LLM_TRACE_EXPORT="memory", POSTHOG_LLM_TRACE_INSTRUMENT=[])
+    assert "openai" not in plt.instrumented()
+    with capture_events() as events:
+        assert app.test_client().get("/openai/ask?q=x").get_json()["answer"] == "echo: x"
+    assert not events.named("$ai_generation")
