@@ -91,3 +91,4 @@ def isolate(monkeypatch: Any) -> None:
             monkeypatch.delenv(name)
     monkeypatch.setattr(client, "_default", None)
     monkeypatch.setattr(client, "_explicit", False)
+    monkeypatch.setattr(client, "_reported", set())  # each test sees its own start-up log

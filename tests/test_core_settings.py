@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from posthog_llm_trace import ConfigurationError, configure
+from posthog_llm_trace import client as client_module
 from posthog_llm_trace.settings import (
     SPECS,
     Layer,
     Settings,
     build_settings,
+    environment_problems,
     from_mapping_upper,
     from_prefixed,
+    resolve,
 )
 
 KEY = "phc_secret_project_key_123"
@@ -168,8 +173,58 @@ def test_unknown_keys_suggest_the_right_one(layer: Layer, message: str):
     assert str(raised.value) == message
 
 
-def test_unknown_environment_variables_are_ignored():
-    assert build_settings(environ={"POSTHOG_LLM_TRACE_SOMETHING": "x"}).flush_at == 20
+def test_an_unknown_environment_variable_is_named_with_a_suggestion():
+    with pytest.raises(ConfigurationError) as raised:
+        build_settings(environ={"POSTHOG_LLM_TRACE_PRIVACY_MOD": "true"})
+    assert str(raised.value) == (
+        "POSTHOG_LLM_TRACE_PRIVACY_MOD is not a posthog-llm-trace setting; "
+        "did you mean POSTHOG_LLM_TRACE_PRIVACY_MODE?"
+    )
+    # Variables of other tools, and the Django setting's own name, are none of ours.
+    assert build_settings(environ={"POSTHOG_LLM_TRACE": "x", "POSTHOG_DEBUG": "1"}).flush_at == 20
+
+
+def test_environment_problems_lists_every_wrong_variable():
+    problems = environment_problems(
+        {
+            "POSTHOG_LLM_TRACE_FLUSH_AT": "abc",
+            "POSTHOG_HOST": "eu.i.posthog.com",
+            "POSTHOG_LLM_TRACE_SAMPLE_RATE": "50%",
+            "POSTHOG_LLM_TRACE_PRIVACY_MOD": "true",
+            "POSTHOG_LLM_TRACE_MAX_RETRIES": "3",
+        }
+    )
+    assert sorted(problems) == [
+        "POSTHOG_HOST must be a URL starting with http:// or https://, got 'eu.i.posthog.com'",
+        "POSTHOG_LLM_TRACE_FLUSH_AT must be a positive integer, got 'abc'",
+        "POSTHOG_LLM_TRACE_PRIVACY_MOD is not a posthog-llm-trace setting; "
+        "did you mean POSTHOG_LLM_TRACE_PRIVACY_MODE?",
+        "POSTHOG_LLM_TRACE_SAMPLE_RATE must be a number between 0 and 1, got '50%'",
+    ]
+
+
+def test_resolve_turns_export_off_for_a_wrong_environment_but_raises_for_an_argument():
+    env = {"POSTHOG_API_KEY": KEY, "POSTHOG_LLM_TRACE_FLUSH_AT": "abc"}
+    resolved, problems = resolve(explicit=Layer({"privacy_mode": True}), environ=env)
+    assert resolved.export == "off" and not resolved.export_enabled
+    assert problems == ["POSTHOG_LLM_TRACE_FLUSH_AT must be a positive integer, got 'abc'"]
+    with pytest.raises(ConfigurationError, match=r"^flush_at must be a positive integer"):
+        resolve(explicit=Layer({"flush_at": "abc"}), environ={})
+    resolved, problems = resolve(explicit=Layer({"flush_at": 7}), environ={"POSTHOG_API_KEY": KEY})
+    assert (resolved.flush_at, resolved.export, problems) == (7, "thread", [])
+
+
+def test_configure_logs_a_wrong_environment_once_and_exports_nothing(monkeypatch, caplog):
+    monkeypatch.setenv("POSTHOG_API_KEY", KEY)
+    monkeypatch.setenv("POSTHOG_LLM_TRACE_SAMPLE_RATE", "50%")
+    monkeypatch.setattr(client_module, "_reported", set())
+    with caplog.at_level(logging.ERROR, logger="posthog_llm_trace"):
+        client = configure(flush_at=5)
+        configure(flush_at=6)
+    assert not client.enabled
+    named = [r for r in caplog.records if "POSTHOG_LLM_TRACE_SAMPLE_RATE" in r.getMessage()]
+    assert len(named) == 1 and named[0].levelno == logging.ERROR
+    assert KEY not in caplog.text
 
 
 def test_the_api_key_never_appears_in_reprs_or_errors():

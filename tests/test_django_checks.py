@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,6 +43,7 @@ EVERY_SETTING: dict[str, Any] = {
     "EXPORT": "sync",
     "EXPORT_FILE": "/tmp/events.jsonl",
     "MAX_QUEUE_SIZE": 123,
+    "MAX_QUEUE_BYTES": 12_345_678,
     "SAMPLE_RATE": 0.5,
     "MASK": "tests.django_app.hooks.mask",
     "CHUNK_SPANS": True,
@@ -171,6 +175,40 @@ def test_a_wrong_environment_variable_is_reported(monkeypatch: pytest.MonkeyPatc
     [message] = run_checks()
     assert message.id == "posthog_llm_trace.E001"
     assert "POSTHOG_LLM_TRACE_FLUSH_AT" in message.msg
+
+
+def test_an_unknown_environment_variable_is_reported_with_a_suggestion(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POSTHOG_LLM_TRACE_PRIVACY_MOD", "true")
+    monkeypatch.setenv("POSTHOG_LLM_TRACE_SAMPLE_RATE", "50%")
+    messages = run_checks()
+    assert ids(messages) == ["posthog_llm_trace.E001", "posthog_llm_trace.E001"]
+    assert all(m.level == checks.ERROR for m in messages)
+    text = " ".join(m.msg for m in messages)
+    assert (
+        "POSTHOG_LLM_TRACE_PRIVACY_MOD is not a posthog-llm-trace setting; "
+        "did you mean POSTHOG_LLM_TRACE_PRIVACY_MODE?" in text
+    )
+    assert "POSTHOG_LLM_TRACE_SAMPLE_RATE must be a number between 0 and 1" in text
+
+
+def test_manage_py_check_fails_on_an_unknown_environment_variable() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTHOG_")}
+    env.update(
+        POSTHOG_LLM_TRACE_PRIVACY_MOD="true", DJANGO_SETTINGS_MODULE="tests.django_app.settings"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "django", "check"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "posthog_llm_trace.E001" in done.stderr
+    assert "did you mean POSTHOG_LLM_TRACE_PRIVACY_MODE?" in done.stderr
 
 
 def test_the_setting_must_be_a_dict() -> None:

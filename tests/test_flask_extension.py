@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from typing import Any
 
@@ -126,17 +127,45 @@ def test_settings_come_from_app_config() -> None:
         ),
     ],
 )
-def test_a_wrong_config_value_fails_init_app_naming_the_key(
-    config: dict[str, Any], message: str
+def test_a_wrong_config_value_is_logged_naming_the_key_and_the_app_serves_untraced(
+    config: dict[str, Any], message: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = make_app(**config)
-    wsgi_app = app.wsgi_app
+    app = make_app(POSTHOG_API_KEY="phc_test", **config)
 
-    with pytest.raises(ConfigurationError, match=message):
+    with caplog.at_level(logging.ERROR, logger="posthog_llm_trace"):
         LLMTrace(app)
 
-    assert EXTENSION_KEY not in app.extensions
-    assert app.wsgi_app == wsgi_app  # the app was left as it was
+    [logged] = [r for r in caplog.records if message in r.getMessage()]
+    assert logged.levelno == logging.ERROR and "nothing is exported" in logged.getMessage()
+    client = app.extensions[EXTENSION_KEY]
+    assert not client.enabled and not client.recording  # export off until it is fixed
+    response = app.test_client().post("/chat/42?q=hi")
+    assert response.status_code == 200 and response.get_json()["answer"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("POSTHOG_LLM_TRACE_PRIVACY_MOD", "true", "did you mean POSTHOG_LLM_TRACE_PRIVACY_MODE?"),
+        ("POSTHOG_LLM_TRACE_FLUSH_AT", "abc", "POSTHOG_LLM_TRACE_FLUSH_AT must be a positive"),
+    ],
+)
+def test_init_app_reports_a_wrong_or_unknown_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    variable: str,
+    value: str,
+    message: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    app = make_app(POSTHOG_API_KEY="phc_test")
+
+    with caplog.at_level(logging.ERROR, logger="posthog_llm_trace"):
+        LLMTrace(app)
+
+    assert [r for r in caplog.records if message in r.getMessage()]
+    assert not app.extensions[EXTENSION_KEY].enabled
+    assert app.test_client().post("/chat/1").status_code == 200
 
 
 def test_explicit_arguments_win_over_app_config() -> None:

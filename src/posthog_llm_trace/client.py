@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from . import events
+from . import events, registry
 from .export.base import Exporter
-from .settings import Layer, Settings, build_settings
+from .export.lifecycle import ensure_stop_hooks
+from .settings import Layer, Settings, resolve, safe_url
 from .spans import TraceRecord
 from .stats import Stats
 
@@ -41,7 +42,7 @@ class Client:
     """Settings + exporter + stats. Thread-safe; the exporter starts on first use."""
 
     def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or build_settings()
+        self.settings = settings or from_environment()
         self.stats = Stats()
         self._exporter: Exporter | None = None
         self._exporter_lock = threading.Lock()
@@ -52,10 +53,13 @@ class Client:
         self.signing_key: Callable[[], Any] | None = None
         _clients.add(self)
         _warn_if_disabled(self.settings)
+        self._stop_hooks = self._export_enabled and self.settings.export in ("thread", "celery")
+        if self._stop_hooks:
+            ensure_stop_hooks(retry=True)
 
     def __repr__(self) -> str:
         s = self.settings
-        return f"<posthog_llm_trace.Client export={s.export!r} host={s.host!r}>"
+        return f"<posthog_llm_trace.Client export={s.export!r} host={safe_url(s.host)!r}>"
 
     @property
     def enabled(self) -> bool:
@@ -85,6 +89,8 @@ class Client:
                 return
             exporter = self._exporter or self._start_exporter()
             if exporter is not None:
+                if self._stop_hooks:
+                    ensure_stop_hooks()  # once per process: forked workers, uvicorn's handler
                 exporter.submit(record)
         except Exception:  # pragma: no cover - exporters do not raise; belt and braces
             logger.exception("posthog-llm-trace could not hand over a trace")
@@ -154,6 +160,32 @@ def _warn_if_disabled(settings: Settings) -> None:
         )
 
 
+def from_environment() -> Settings:
+    """Settings from the environment; a wrong variable turns export off and is logged once."""
+    resolved, problems = resolve()
+    report_problems(problems)
+    return resolved
+
+
+_reported: set[str] = set()
+
+
+def report_problems(problems: list[str], hint: str = "") -> None:
+    """Log each configuration problem once per process, as an error: at start-up, where
+    gunicorn and uvicorn show it (through logging's last-resort handler on stderr when the
+    application configured none)."""
+    for problem in problems:
+        with _lock:
+            if problem in _reported:
+                continue
+            _reported.add(problem)
+        logger.error(
+            "posthog-llm-trace: %s; nothing is exported until this is fixed%s.",
+            problem.rstrip("."),
+            hint,
+        )
+
+
 # --- the default client -----------------------------------------------------------------------
 
 
@@ -167,6 +199,9 @@ def get_client() -> Client:
                 _default = Client()
             client = _default
     return client
+
+
+registry.register(get_client)
 
 
 def set_default_client(client: Client, *, if_unset: bool = False) -> Client:
@@ -189,8 +224,9 @@ def configure(api_key: str | None = None, host: str | None = None, **settings: A
     """Configure the default client; returns it.
 
     Sources, later wins: defaults, environment (``POSTHOG_API_KEY``, ``POSTHOG_HOST``,
-    ``POSTHOG_LLM_TRACE_*``), then these arguments. A wrong type or value raises
-    :class:`~posthog_llm_trace.ConfigurationError` naming the setting::
+    ``POSTHOG_LLM_TRACE_*``), then these arguments. A wrong argument raises
+    :class:`~posthog_llm_trace.ConfigurationError` naming the setting; a wrong or unknown
+    environment variable is logged as an error and turns export off until it is fixed::
 
         configure(api_key="phc_...", flush_at=50, privacy_mode=True)
     """
@@ -198,7 +234,9 @@ def configure(api_key: str | None = None, host: str | None = None, **settings: A
         settings["api_key"] = api_key
     if host is not None:
         settings["host"] = host
-    return set_default_client(Client(build_settings(Layer(settings))))
+    resolved, problems = resolve(explicit=Layer(settings))
+    report_problems(problems)
+    return set_default_client(Client(resolved))
 
 
 def _all_clients() -> list[Client]:

@@ -16,8 +16,10 @@ Usage, either form::
 
 Settings come from ``app.config`` (``POSTHOG_API_KEY``, ``POSTHOG_HOST`` and
 ``POSTHOG_LLM_TRACE_<SETTING>`` for the rest, e.g. ``POSTHOG_LLM_TRACE_PRIVACY_MODE = True``);
-keyword arguments to ``LLMTrace(...)`` or ``init_app(...)`` win over the config. A wrong value
-makes ``init_app`` raise :class:`~posthog_llm_trace.ConfigurationError` naming the key. Each app
+keyword arguments to ``LLMTrace(...)`` or ``init_app(...)`` win over the config. A wrong keyword
+argument makes ``init_app`` raise :class:`~posthog_llm_trace.ConfigurationError`; a wrong or
+unknown config key or ``POSTHOG_LLM_TRACE_*`` environment variable is logged once as an error
+naming it, and the app serves as if the package were not installed until it is fixed. Each app
 gets a :class:`~posthog_llm_trace.Client` of its own, in ``app.extensions["posthog_llm_trace"]``;
 the first one becomes the process default unless ``configure()`` chose one already.
 
@@ -75,9 +77,9 @@ try:
 except ImportError:  # pragma: no cover - Flask-Login is optional
     _flask_login = None
 
-from .client import Client, set_default_client
+from .client import Client, report_problems, set_default_client
 from .context import current_trace
-from .settings import Layer, build_settings, from_prefixed
+from .settings import Layer, from_prefixed, resolve
 from .web import RequestTrace, clean_header, session_hash
 
 if TYPE_CHECKING:
@@ -103,12 +105,18 @@ class LLMTrace:
             self.init_app(app)
 
     def init_app(self, app: flask.Flask, **settings: Any) -> None:
-        """Trace every request of ``app``. Raises ``ConfigurationError`` for a wrong setting
-        (before touching the app) and ``RuntimeError`` if ``app`` is already instrumented."""
+        """Trace every request of ``app``. Raises ``ConfigurationError`` for a wrong keyword
+        setting (before touching the app) and ``RuntimeError`` if ``app`` is already
+        instrumented. A wrong or unknown ``app.config`` key or environment variable is logged
+        as an error naming it, and the app is served with export off until it is fixed."""
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError("posthog-llm-trace is already initialised on this Flask app")
         explicit = Layer({**self._settings, **settings})
-        client = Client(build_settings(from_prefixed(app.config), explicit))
+        # A wrong keyword argument raises; a wrong app.config key or environment variable (a
+        # deployment's doing) is logged and turns export off, and the app serves as usual.
+        resolved, problems = resolve(from_prefixed(app.config), explicit=explicit)
+        report_problems(problems)
+        client = Client(resolved)
         set_default_client(client, if_unset=True)
         # Trace references (sign_trace, feedback tokens) are keyed with the app's SECRET_KEY,
         # read when needed: it is often set after init_app.

@@ -6,7 +6,9 @@ value is checked. The README's settings table is generated from that list
 
 Sources, later wins: defaults, environment, framework settings (Django's ``POSTHOG_LLM_TRACE``
 dict, Flask's ``POSTHOG_LLM_TRACE_*`` config keys), explicit arguments. A wrong type or value
-raises :class:`ConfigurationError` naming the setting the way its source spells it.
+raises :class:`ConfigurationError` naming the setting the way its source spells it;
+:func:`resolve` is the variant for start-up, where a wrong deployment setting turns export off
+instead of stopping the application.
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SPECS", "ConfigurationError", "Layer", "Settings", "build_settings"]
+__all__ = [
+    "SPECS",
+    "ConfigurationError",
+    "Layer",
+    "Settings",
+    "build_settings",
+    "environment_problems",
+    "resolve",
+]
 
 US_HOST = "https://us.i.posthog.com"
 EXPORT_MODES = ("thread", "celery", "sync", "console", "file", "memory", "off")
@@ -100,6 +110,33 @@ def _str(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be a non-empty string")
     return value.strip()
+
+
+def safe_url(url: str) -> str:
+    """``url`` without the user info (``https://user:password@host`` -> ``https://***@host``):
+    the form of a host fit for reprs, logs and error messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}{sep}{authority}{slash}{path}"
+
+
+def _shown(key: str, raw: Any) -> str:
+    """How a refused value appears in its error message: never a credential."""
+    if key in SECRET_SETTINGS:
+        return "***"
+    if key == "host" and isinstance(raw, str):
+        if "://" in raw:
+            return repr(safe_url(raw))
+        text = raw.strip()
+        # A bare host name is worth echoing (the usual mistake); anything else may be a key
+        # pasted in the wrong place.
+        if "." not in text or not all(c.isalnum() or c in ".-:" for c in text):
+            return "a value that is not a URL (not shown: it may be a credential)"
+    return repr(raw)
 
 
 def _host(value: Any) -> str:
@@ -273,6 +310,14 @@ SPECS: tuple[Spec, ...] = (
         "Events held in memory for export; past it new events are dropped and counted.",
     ),
     Spec(
+        "max_queue_bytes",
+        64 * 1024 * 1024,
+        _positive_int,
+        "Bytes of content held in memory for export (an estimate made without serialising); "
+        "past it new events are dropped and counted as `queue_bytes`.",
+        shown_default="67108864 (64 MiB)",
+    ),
+    Spec(
         "sample_rate",
         1.0,
         _rate,
@@ -319,7 +364,8 @@ SPECS: tuple[Spec, ...] = (
         "shutdown_timeout",
         5.0,
         _positive_float,
-        "Budget in seconds of the flush at interpreter exit (and at Celery worker exit).",
+        "Budget in seconds of the flush at exit: interpreter exit, a stop by SIGTERM, a "
+        "uvicorn shutdown, Celery worker exit.",
     ),
     Spec(
         "celery_queue",
@@ -397,6 +443,7 @@ class Settings:
     export: str = "thread"
     export_file: str = "posthog-llm-trace.jsonl"
     max_queue_size: int = 10_000
+    max_queue_bytes: int = 64 * 1024 * 1024
     sample_rate: float = 1.0
     mask: Callable[[Any], Any] | None = None
     chunk_spans: bool = False
@@ -416,17 +463,17 @@ class Settings:
     trace_token_key: str | None = None
 
     def __repr__(self) -> str:
-        # The API key and the token key are secrets: never in reprs, logs or exceptions.
-        shown = ", ".join(
-            f"{f.name}="
-            + repr(
-                "***"
-                if f.name in SECRET_SETTINGS and getattr(self, f.name)
-                else getattr(self, f.name)
-            )
-            for f in dataclasses.fields(self)
-        )
+        # The API key, the token key and the host's user info are secrets: never in reprs, logs
+        # or exceptions.
+        shown = ", ".join(f"{f.name}={self._shown(f.name)}" for f in dataclasses.fields(self))
         return f"Settings({shown})"
+
+    def _shown(self, name: str) -> str:
+        if name in SECRET_SETTINGS and getattr(self, name):
+            return "'***'"
+        if name == "host":
+            return repr(safe_url(self.host))
+        return repr(getattr(self, name))
 
     @property
     def export_enabled(self) -> bool:
@@ -442,28 +489,71 @@ class Layer:
 
     values: Mapping[str, Any]
     spell: Callable[[str], str] = str
-    strict: bool = True  # unknown keys are an error (False for the environment)
+    strict: bool = True  # unknown keys are an error
+
+
+ENV_PREFIX = "POSTHOG_LLM_TRACE_"
 
 
 def env_layer(environ: Mapping[str, str] | None = None) -> Layer:
     """Settings from the environment: ``POSTHOG_API_KEY``, ``POSTHOG_HOST`` and
-    ``POSTHOG_LLM_TRACE_<NAME>`` for every other scalar setting."""
+    ``POSTHOG_LLM_TRACE_<NAME>`` for every other scalar setting.
+
+    Any other ``POSTHOG_LLM_TRACE_*`` variable is an unknown setting, as an unknown dict key is:
+    ``POSTHOG_LLM_TRACE_PRIVACY_MOD=true`` must not pass silently while prompts are exported."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for spec in SPECS:
         if spec.env and environ.get(spec.env):
             values[spec.name] = environ[spec.env]
-        key = "POSTHOG_LLM_TRACE_" + spec.name.upper()
-        if key in environ:
-            values[spec.name] = environ[key]
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX) and len(key) > len(ENV_PREFIX):
+            values[key[len(ENV_PREFIX) :].lower()] = value
 
     def spell(name: str) -> str:
-        spec = _BY_NAME[name]
-        if spec.env and name in values and environ.get(spec.env) == values[name]:
+        spec = _BY_NAME.get(name)
+        if spec and spec.env and name in values and environ.get(spec.env) == values[name]:
             return spec.env
-        return "POSTHOG_LLM_TRACE_" + name.upper()
+        return ENV_PREFIX + name.upper()
 
-    return Layer(values, spell, strict=False)
+    return Layer(values, spell)
+
+
+def environment_problems(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Every wrong or unknown setting in the environment, one message each (empty: none)."""
+    layer = env_layer(environ)
+    return [
+        message
+        for key, raw in layer.values.items()
+        if (message := _problem(layer, key, raw)) is not None
+    ]
+
+
+def layer_problems(layer: Layer) -> list[str]:
+    """Every wrong or unknown key of ``layer`` on its own, one message each."""
+    return [
+        message
+        for key, raw in layer.values.items()
+        if (message := _problem(layer, key, raw)) is not None
+    ]
+
+
+def _problem(layer: Layer, key: str, raw: Any) -> str | None:
+    return _checked(layer, key, raw)[1]
+
+
+_IGNORED = object()
+
+
+def _checked(layer: Layer, key: str, raw: Any) -> tuple[Any, str | None]:
+    """``(value, None)``, or ``(_IGNORED, message)`` naming the key as its source spells it."""
+    spec = _BY_NAME.get(key)
+    if spec is None:
+        return _IGNORED, (_unknown(layer, key) if layer.strict else None)
+    try:
+        return spec.check(raw), None
+    except (ValueError, TypeError) as exc:
+        return _IGNORED, f"{layer.spell(key)} {exc}, got {_shown(key, raw)}"
 
 
 def build_settings(*layers: Layer, environ: Mapping[str, str] | None = None) -> Settings:
@@ -471,16 +561,11 @@ def build_settings(*layers: Layer, environ: Mapping[str, str] | None = None) -> 
     resolved: dict[str, Any] = {}
     for layer in (env_layer(environ), *layers):
         for key, raw in layer.values.items():
-            spec = _BY_NAME.get(key)
-            if spec is None:
-                if layer.strict:
-                    raise ConfigurationError(_unknown(layer, key))
-                continue
-            try:
-                resolved[key] = spec.check(raw)
-            except (ValueError, TypeError) as exc:
-                shown = "***" if key in SECRET_SETTINGS else repr(raw)
-                raise ConfigurationError(f"{layer.spell(key)} {exc}, got {shown}") from None
+            value, message = _checked(layer, key, raw)
+            if message is not None:
+                raise ConfigurationError(message)
+            if value is not _IGNORED:
+                resolved[key] = value
     serverless = resolved.get("serverless", False)
     # serverless changes only the defaults: explicit values win, each on its own.
     resolved.setdefault("flush_at", 10 if serverless else 20)
@@ -488,6 +573,28 @@ def build_settings(*layers: Layer, environ: Mapping[str, str] | None = None) -> 
     for spec in SPECS:
         resolved.setdefault(spec.name, spec.default)
     return Settings(**resolved)
+
+
+def resolve(
+    *sources: Layer, explicit: Layer | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[Settings, list[str]]:
+    """Settings for a process that must go on serving whatever its configuration says.
+
+    A wrong value among the ``explicit`` arguments raises :class:`ConfigurationError`: it is a
+    developer's call, met the first time the code runs. A wrong or unknown value in the
+    environment or in ``sources`` (deployment configuration, changed without a code review) does
+    not raise: the settings returned have export off, and every problem is returned, one message
+    each, for the caller to log. Export stays off until the configuration is fixed."""
+    if explicit is not None:
+        build_settings(explicit, environ={})
+    layers = (*sources, explicit) if explicit is not None else sources
+    try:
+        return build_settings(*layers, environ=environ), []
+    except ConfigurationError as exc:
+        problems = environment_problems(environ)
+        for layer in sources:
+            problems += layer_problems(layer)
+        return build_settings(Layer({"export": "off"}), environ={}), problems or [str(exc)]
 
 
 def _unknown(layer: Layer, key: str) -> str:

@@ -10,8 +10,16 @@ from django.apps import AppConfig
 from django.conf import settings as django_settings
 from django.core.signals import setting_changed
 
-from ..client import Client, set_default_client
-from ..settings import ConfigurationError, Layer, Settings, build_settings, from_mapping_upper
+from ..client import Client, report_problems, set_default_client
+from ..settings import (
+    ConfigurationError,
+    Layer,
+    Settings,
+    build_settings,
+    environment_problems,
+    from_mapping_upper,
+    resolve,
+)
 
 __all__ = ["SETTING", "LLMTraceConfig", "configure_from_settings", "load_settings"]
 
@@ -19,6 +27,9 @@ logger = logging.getLogger("posthog_llm_trace")
 
 #: The Django setting that holds the dict of upper-case keys.
 SETTING = "POSTHOG_LLM_TRACE"
+
+
+_HINT = " (`manage.py check` lists every problem)"
 
 
 def settings_layer() -> Layer:
@@ -45,14 +56,10 @@ def configure_from_settings(*, if_unset: bool = False) -> Client:
     Wrong settings are logged (``manage.py check`` lists them all) and export is turned off until
     they are fixed: a mistyped ``PRIVACY_MODE`` must not fall back to sending prompts."""
     try:
-        resolved = load_settings()
-    except ConfigurationError as exc:
-        logger.error(
-            "posthog-llm-trace: %s; nothing is exported until this is fixed "
-            "(`manage.py check` lists every problem).",
-            exc,
-        )
-        resolved = build_settings(Layer({"export": "off"}), environ={})
+        resolved, problems = resolve(settings_layer())
+    except ConfigurationError as exc:  # POSTHOG_LLM_TRACE is not a dict
+        resolved, problems = build_settings(Layer({"export": "off"}), environ={}), [str(exc)]
+    report_problems(problems, _HINT)
     return set_default_client(Client(resolved), if_unset=if_unset)
 
 
@@ -74,6 +81,9 @@ class LLMTraceConfig(AppConfig):
 
         setting_changed.connect(_on_setting_changed, dispatch_uid="posthog_llm_trace.settings")
         # Without the dict, the default client that the first trace builds from the
-        # environment is the same thing; leave the choice to configure() or that first use.
+        # environment is the same thing; leave the choice to configure() or that first use,
+        # but say now, at start-up, what is wrong in the environment.
         if hasattr(django_settings, SETTING):
             configure_from_settings(if_unset=True)
+        else:
+            report_problems(environment_problems(), _HINT)

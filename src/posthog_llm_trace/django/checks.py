@@ -3,8 +3,9 @@
 =============================  =========================================================
 id                             problem
 =============================  =========================================================
-``posthog_llm_trace.E001``     a setting in ``POSTHOG_LLM_TRACE`` (or the environment) is
-                               unknown or has a wrong type or value; one message per setting
+``posthog_llm_trace.E001``     a setting in ``POSTHOG_LLM_TRACE`` or the environment (any
+                               ``POSTHOG_LLM_TRACE_*`` variable) is unknown or has a wrong
+                               type or value; one message per setting
 ``posthog_llm_trace.E002``     ``POSTHOG_LLM_TRACE`` is not a dict
 ``posthog_llm_trace.E003``     ``"EXPORT": "celery"`` but Celery cannot be imported
 ``posthog_llm_trace.W001``     no API key: nothing is exported
@@ -22,7 +23,13 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
-from ..settings import ConfigurationError, Settings, build_settings, from_mapping_upper
+from ..settings import (
+    ConfigurationError,
+    Settings,
+    build_settings,
+    environment_problems,
+    from_mapping_upper,
+)
 from .apps import SETTING, load_settings
 
 __all__ = ["check_middleware", "check_settings"]
@@ -48,10 +55,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         ]
     errors: list[CheckMessage] = []
-    try:
-        build_settings()  # the environment on its own
-    except ConfigurationError as exc:
-        errors.append(_invalid(exc))
+    # The environment, one variable at a time (unknown POSTHOG_LLM_TRACE_* ones included).
+    errors.extend(_invalid(ConfigurationError(problem)) for problem in environment_problems())
     for key, value in (values or {}).items():
         # One key at a time, without the environment, so that every wrong key is reported.
         try:

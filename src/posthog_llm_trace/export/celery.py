@@ -212,6 +212,8 @@ class CeleryTransport:
                     "posthog-llm-trace: export='celery' but posthog_llm_trace.celery.instrument"
                     "(app) was not called in this process; publishing through Celery's current app"
                 )
+        if not _warned_redelivery:
+            warn_about_redis_redelivery(app)
         return app
 
     def _publish(self, chunks: list[list[Event]]) -> int:
@@ -292,6 +294,40 @@ class CeleryTransport:
             where,
             type(exc).__name__,
             BROKER_RETRY_AFTER,
+        )
+
+
+#: Longest Redis ``visibility_timeout`` (seconds) we keep quiet about: an export batch held by a
+#: worker that was killed comes back after that long.
+REDELIVERY_WARN_AFTER = 600
+_warned_redelivery = False
+
+
+def warn_about_redis_redelivery(app: Any) -> None:
+    """Say once per process, when export batches are first published through Redis, how late a
+    batch held by a killed worker comes back. kombu's Redis transport has one
+    ``visibility_timeout`` for every queue (an hour by default): it cannot be shortened for the
+    export queue alone, and shortening it for all would start the application's longer tasks
+    twice, so it is the application's call. RabbitMQ redelivers when the connection drops."""
+    global _warned_redelivery
+    _warned_redelivery = True
+    try:
+        conf = app.conf
+        url = str(conf.broker_write_url or conf.broker_url or "")
+        if url.split(":", 1)[0].lower() not in ("redis", "rediss", "sentinel"):
+            return
+        options = conf.broker_transport_options or {}
+        timeout = float(options.get("visibility_timeout", 3600))
+    except Exception:  # a warning must never stop a publish
+        return
+    if timeout > REDELIVERY_WARN_AFTER:
+        logger.warning(
+            "posthog-llm-trace: Celery on Redis redelivers an export batch held by a killed "
+            "worker only after visibility_timeout=%.0f s; if your tasks finish sooner, set "
+            "broker_transport_options={'visibility_timeout': %d} (or less) to have it back "
+            "within minutes (PostHog deduplicates events sent twice).",
+            timeout,
+            REDELIVERY_WARN_AFTER,
         )
 
 
