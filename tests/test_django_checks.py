@@ -43,6 +43,7 @@ EVERY_SETTING: dict[str, Any] = {
     "EXPORT": "sync",
     "EXPORT_FILE": "/tmp/events.jsonl",
     "MAX_QUEUE_SIZE": 123,
+    "MAX_QUEUE_BYTES": 12_345_678,
     "SAMPLE_RATE": 0.5,
     "MASK": "tests.django_app.hooks.mask",
     "CHUNK_SPANS": True,

@@ -19,7 +19,7 @@ from typing import Any
 from . import events, registry
 from .export.base import Exporter
 from .export.lifecycle import ensure_stop_hooks
-from .settings import Layer, Settings, resolve
+from .settings import Layer, Settings, resolve, safe_url
 from .spans import TraceRecord
 from .stats import Stats
 
@@ -59,7 +59,7 @@ class Client:
 
     def __repr__(self) -> str:
         s = self.settings
-        return f"<posthog_llm_trace.Client export={s.export!r} host={s.host!r}>"
+        return f"<posthog_llm_trace.Client export={s.export!r} host={safe_url(s.host)!r}>"
 
     @property
     def enabled(self) -> bool:

@@ -46,6 +46,8 @@ except metadata.PackageNotFoundError:  # pragma: no cover - running from a sourc
     LIB_VERSION = "0"
 
 _EVENT_NAMES = {"generation": "$ai_generation", "embedding": "$ai_embedding"}
+#: Longest string kept when events go to PostHog's AI lane (8 MiB per event, less room).
+AI_STRING_LIMIT = 8 * 1024 * 1024 - 64 * 1024
 
 
 def iso(ts: float) -> str:
@@ -75,7 +77,9 @@ def render(
         except Exception:
             logger.exception("posthog-llm-trace could not render a %s span", span.kind)
             if stats is not None:
-                stats.dropped("invalid")
+                # Every event the span stood for in event_count (its chunk spans too).
+                segments = getattr(span, "_segments", None) if record.chunk_spans else None
+                stats.dropped("invalid", 1 + (len(segments) if segments else 0))
     if record.emit_trace_event:
         try:
             events.append(mapper.trace_event())
@@ -101,7 +105,11 @@ class _Mapper:
         self.fit = fit
         self.record = record
         self.settings = settings
+        # Strings are cut at the budget of the endpoint the events go to: the AI lane takes
+        # 8 MiB per event, and the transport shrinks an event for /batch/ if it must go there.
         self.limit = settings.max_event_bytes
+        if not fit and settings.ai_endpoint:
+            self.limit = max(self.limit, AI_STRING_LIMIT)
         default = settings.default_distinct_id
         self.distinct_id = _text(record.distinct_id) or default
         # Custom properties (the trace's, then a span's own) come first; the computed keys in
@@ -227,11 +235,13 @@ class _Mapper:
         self.usage(gen.usage, props)
         if gen.model_parameters:
             props["$ai_model_parameters"] = jsonable(gen.model_parameters, self.limit)
-        if gen.tools:
+        if gen.tools is not None:  # not truthiness: an array's is ambiguous and raises
             try:
-                props["$ai_tools"] = normalize_tools(gen.tools, self.limit)
+                tools = normalize_tools(gen.tools, self.limit)
             except Exception:  # tool objects of an unknown kind: send what JSON can say
-                props["$ai_tools"] = jsonable(gen.tools, self.limit)
+                tools = jsonable(gen.tools, self.limit)
+            if tools:
+                props["$ai_tools"] = tools
         if gen.stop_reason:
             props["$ai_stop_reason"] = _text(gen.stop_reason)
         self.http(gen, props)

@@ -13,6 +13,7 @@ from typing import Any
 
 from .messages import snapshot
 from .providers import read_response, read_usage
+from .sizing import EVENT_OVERHEAD, approx_size
 from .spans import _NO_COST, UNSET, Span, _safe_str
 
 __all__ = ["Embedding", "Generation"]
@@ -223,6 +224,19 @@ class Generation(_ModelCall):
                 # Wall time of a segment's end, from the monotonic reading, so that chunk spans
                 # carry timestamps consistent with their latency.
                 segment[3] = wall_now - (perf_now - segment[4])
+
+    _sized_extra = True
+
+    def _extra_bytes(self) -> int:
+        total = 0
+        if self.tools is not None:
+            total += approx_size(self.tools)
+        segments = self._segments
+        if segments:
+            # The parts, counted twice: the output built from them, and chunk spans if any.
+            for segment in segments:
+                total += 2 * sum(map(len, segment[5])) + EVENT_OVERHEAD
+        return total
 
     def _record_item(self, item: Any) -> None:
         if isinstance(item, str):

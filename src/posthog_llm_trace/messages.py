@@ -17,6 +17,7 @@ import dataclasses
 import datetime as _dt
 import decimal
 import enum
+import hashlib
 import inspect
 import json
 import math
@@ -176,6 +177,8 @@ def _as_data(value: Any) -> Any:
             return value.dict()  # pydantic v1
         if hasattr(value, "to_dict") and callable(value.to_dict):
             return value.to_dict()
+        if hasattr(value, "tolist") and callable(value.tolist):  # numpy arrays and scalars
+            return value.tolist()
     except Exception:
         return None
     return None
@@ -347,6 +350,8 @@ def normalize_tools(tools: Any, limit: int = 1_000_000) -> list[Any] | None:
         return None
     if isinstance(tools, Mapping) and "type" not in tools and "name" not in tools:
         tools = list(tools.values())  # {"name": definition} maps
+    if not isinstance(tools, (list, tuple, Mapping)) and callable(getattr(tools, "tolist", None)):
+        tools = tools.tolist()  # a numpy array (its truth value is ambiguous, it is not JSON)
     if not isinstance(tools, (list, tuple)):
         tools = [tools]
     out: list[Any] = []
@@ -429,80 +434,179 @@ CONTENT_KEYS = (
 )
 
 
+#: Properties kept whole while they are short: they link and name the event.
+KEEP_KEYS = frozenset(
+    {
+        "$ai_trace_id",
+        "$ai_span_id",
+        "$ai_parent_id",
+        "$ai_session_id",
+        "$session_id",
+        "$ai_span_name",
+        "$ai_trace_name",
+        "$ai_span_type",
+        "$ai_model",
+        "$ai_provider",
+        "$ai_lib",
+        "$ai_lib_version",
+        "$lib",
+        "$lib_version",
+        "$process_person_profile",
+    }
+)
+_KEEP_LENGTH = 1000  # a kept property longer than this is shortened like any other
+#: Characters kept of a property key that is longer (keys count towards the size too).
+MAX_KEY_LENGTH = 200
+#: The property that says how many properties were removed to fit the budget.
+REMOVED_KEY = "posthog_llm_trace_removed_properties"
+_MIN_LEAF = 64  # bytes: shorter strings are left alone by the shortening pass
+_MARKER_BYTES = len(TRUNCATION_MARKER.format(n=10**12)) + 2
+
+
 def json_size(event: Any) -> int:
     return len(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
 
+def _json_bytes(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
 def shrink_event(event: dict[str, Any], max_bytes: int) -> dict[str, Any] | None:
-    """``event`` cut to at most ``max_bytes`` of JSON by shortening its largest strings (content
-    first) with a marker. Returns None only if even the bare event is over budget."""
+    """``event`` cut to at most ``max_bytes`` of JSON, in time linear in its size (up to a
+    sort of its strings). Returns the event itself when it fits, else a new event (the
+    original, whose values may be shared with other events, is not changed), or None when even
+    its bare ids are over budget.
+
+    In order, until it fits: property keys longer than ``MAX_KEY_LENGTH`` are cut (a hash of
+    the full key keeps them distinct); then the longest strings are cut to a common length
+    with a marker saying how much went -- content fields (``CONTENT_KEYS``) first, then every
+    property, custom or ``$``-prefixed, except the short ids and names of ``KEEP_KEYS``; then
+    whole properties go, largest first, counted in ``posthog_llm_trace_removed_properties``."""
     size = json_size(event)
     if size <= max_bytes:
         return event
     props = event.get("properties")
     if not isinstance(props, dict):
         return None
-    # Work on a copy: nested values may be shared with the trace's other events.
-    props = event["properties"] = json.loads(json.dumps(props, ensure_ascii=False))
-    for _ in range(64):
-        found = _largest_string(props)
-        if found is None:
-            break
-        container, key, text = found
-        over = size - max_bytes
-        marker = TRUNCATION_MARKER.format(n=len(text))
-        keep = len(text) - over - len(marker) - 16
-        if keep < 0 or len(text) < 2 * len(marker):
-            # Too short to shave: this field goes entirely; try the next.
-            keep = 0
-        container[key] = text[:keep] + TRUNCATION_MARKER.format(n=len(text) - keep)
-        if keep == 0 and len(text) < 256:
-            container[key] = "[truncated]"
+    props = json.loads(json.dumps(props, ensure_ascii=False))
+    event = {**event, "properties": props}
+    if _cut_keys(props):
         size = json_size(event)
-        if size <= max_bytes:
-            return event
-    # Many small strings: replace whole properties, content first, then the largest custom ones.
-    order = [k for k in CONTENT_KEYS if k in props] + sorted(
-        (k for k in props if not k.startswith("$") and k not in CONTENT_KEYS),
-        key=lambda k: -json_size(props[k]),
-    )
-    for key in order:
-        props[key] = "[truncated: too large]"
-        size = json_size(event)
-        if size <= max_bytes:
-            return event
-    return None
+    for content_only in (True, False):
+        for _ in range(3):  # a second pass only when escapes made the estimate short
+            if size <= max_bytes:
+                return event
+            leaves = _string_leaves(props, content_only)
+            if not leaves:
+                break
+            enough = _shorten(leaves, size - max_bytes)
+            size = json_size(event)
+            if not enough:
+                break
+    if size <= max_bytes:
+        return event
+    return _remove_properties(event, props, size, max_bytes)
 
 
-def _largest_string(props: dict[str, Any]) -> tuple[Any, Any, str] | None:
-    """The longest string leaf (at least 32 characters) of the shrinkable properties."""
-    best: tuple[Any, Any, str] | None = None
-    stack: list[Any] = [v for k, v in props.items() if _shrinkable(k)]
-    for k, v in props.items():
-        if (
-            _shrinkable(k)
-            and isinstance(v, str)
-            and len(v) >= 32
-            and (best is None or len(v) > len(best[2]))
-        ):
-            best = (props, k, v)
+def _cut_keys(props: dict[str, Any]) -> bool:
+    """Shorten over-long keys at every level, in place. True if any was."""
+    changed = False
+    stack: list[Any] = [props]
     while stack:
         node = stack.pop()
-        items: Any = (
-            node.items()
-            if isinstance(node, dict)
-            else enumerate(node)
-            if isinstance(node, list)
-            else ()
-        )
-        for k, v in items:
-            if isinstance(v, str):
-                if len(v) >= 32 and (best is None or len(v) > len(best[2])):
-                    best = (node, k, v)
-            elif isinstance(v, (dict, list)):
-                stack.append(v)
-    return best
+        if isinstance(node, dict):
+            if any(len(k) > MAX_KEY_LENGTH for k in node):
+                items = [(_short_key(k), v) for k, v in node.items()]
+                node.clear()
+                node.update(items)
+                changed = True
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+        else:
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
+    return changed
 
 
-def _shrinkable(key: str) -> bool:
-    return key in CONTENT_KEYS or not key.startswith("$")
+def _short_key(key: str) -> str:
+    if len(key) <= MAX_KEY_LENGTH:
+        return key
+    digest = hashlib.sha1(key.encode("utf-8", "replace")).hexdigest()[:10]
+    return f"{key[:MAX_KEY_LENGTH]}...[key of {len(key)} characters, {digest}]"
+
+
+def _string_leaves(props: dict[str, Any], content_only: bool) -> list[tuple[Any, Any, str, int]]:
+    """(container, key, text, JSON bytes) of every string worth shortening."""
+    leaves: list[tuple[Any, Any, str, int]] = []
+    stack: list[tuple[Any, Any]] = []
+    for key, value in props.items():
+        if content_only and key not in CONTENT_KEYS:
+            continue
+        if key in KEEP_KEYS and not (isinstance(value, str) and len(value) > _KEEP_LENGTH):
+            continue
+        stack.append((props, key))
+    while stack:
+        container, key = stack.pop()
+        value = container[key]
+        if isinstance(value, str):
+            if len(value) * 3 >= _MIN_LEAF:  # else too short to matter, even in UTF-8
+                cost = _json_bytes(value)
+                if cost >= _MIN_LEAF:
+                    leaves.append((container, key, value, cost))
+        elif isinstance(value, dict):
+            stack.extend((value, k) for k in value)
+        elif isinstance(value, list):
+            stack.extend((value, i) for i in range(len(value)))
+    return leaves
+
+
+def _shorten(leaves: list[tuple[Any, Any, str, int]], over: int) -> bool:
+    """Cut the longest strings to one common size so that about ``over`` bytes go. False if
+    even cutting all of them to their marker would not save enough."""
+    if not leaves:
+        return False
+    leaves.sort(key=lambda leaf: -leaf[3])
+    costs = [leaf[3] for leaf in leaves]
+    # The largest ceiling T (bytes a cut string keeps, marker included) with
+    # sum(max(0, cost - T)) >= over: the first k where (top-k total - over) / k >= next cost.
+    total = 0
+    ceiling = -1.0
+    for k, cost in enumerate(costs, 1):
+        total += cost
+        level = (total - over) / k
+        following = costs[k] if k < len(costs) else 0
+        if level >= following:
+            ceiling = level
+            break
+    keep_bytes = int(ceiling) - _MARKER_BYTES - 8  # a little room for the estimate
+    if ceiling < 0 or keep_bytes < 0:
+        for container, key, text, _ in leaves:
+            container[key] = TRUNCATION_MARKER.format(n=len(text))
+        return False
+    for container, key, text, cost in leaves:
+        if cost <= ceiling:
+            break
+        # Characters to keep, scaled from bytes by this string's own bytes per character.
+        keep = keep_bytes * len(text) // cost
+        container[key] = text[:keep] + TRUNCATION_MARKER.format(n=len(text) - keep)
+    return True
+
+
+def _remove_properties(
+    event: dict[str, Any], props: dict[str, Any], size: int, max_bytes: int
+) -> dict[str, Any] | None:
+    """The last resort: remove whole properties, content first, then the largest."""
+    removable = [k for k in props if not (k in KEEP_KEYS and _json_bytes(props[k]) <= 2000)]
+    sizes = {k: _json_bytes(props[k]) + _json_bytes(k) + 2 for k in removable}
+    order = [k for k in CONTENT_KEYS if k in sizes] + sorted(
+        (k for k in removable if k not in CONTENT_KEYS), key=lambda k: -sizes[k]
+    )
+    removed = 0
+    estimate = size + len(REMOVED_KEY) + 16
+    for key in order:
+        if estimate <= max_bytes:
+            break
+        del props[key]
+        removed += 1
+        estimate -= sizes[key]
+    if removed:
+        props[REMOVED_KEY] = removed
+    return event if json_size(event) <= max_bytes else None

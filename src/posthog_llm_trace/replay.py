@@ -55,6 +55,7 @@ def replay(path: str, settings: Settings, stats: Stats) -> dict[str, int]:
             transport.send(batch, time.monotonic() + budget)
     finally:
         transport.close()
+        stats.flush_log()  # the drops the rate-limited log has not told yet
     return stats.snapshot()
 
 

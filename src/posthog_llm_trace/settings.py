@@ -112,6 +112,33 @@ def _str(value: Any) -> str:
     return value.strip()
 
 
+def safe_url(url: str) -> str:
+    """``url`` without the user info (``https://user:password@host`` -> ``https://***@host``):
+    the form of a host fit for reprs, logs and error messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}{sep}{authority}{slash}{path}"
+
+
+def _shown(key: str, raw: Any) -> str:
+    """How a refused value appears in its error message: never a credential."""
+    if key in SECRET_SETTINGS:
+        return "***"
+    if key == "host" and isinstance(raw, str):
+        if "://" in raw:
+            return repr(safe_url(raw))
+        text = raw.strip()
+        # A bare host name is worth echoing (the usual mistake); anything else may be a key
+        # pasted in the wrong place.
+        if "." not in text or not all(c.isalnum() or c in ".-:" for c in text):
+            return "a value that is not a URL (not shown: it may be a credential)"
+    return repr(raw)
+
+
 def _host(value: Any) -> str:
     host = _str(value).rstrip("/")
     if not host.startswith(("http://", "https://")):
@@ -283,6 +310,14 @@ SPECS: tuple[Spec, ...] = (
         "Events held in memory for export; past it new events are dropped and counted.",
     ),
     Spec(
+        "max_queue_bytes",
+        64 * 1024 * 1024,
+        _positive_int,
+        "Bytes of content held in memory for export (an estimate made without serialising); "
+        "past it new events are dropped and counted as `queue_bytes`.",
+        shown_default="67108864 (64 MiB)",
+    ),
+    Spec(
         "sample_rate",
         1.0,
         _rate,
@@ -408,6 +443,7 @@ class Settings:
     export: str = "thread"
     export_file: str = "posthog-llm-trace.jsonl"
     max_queue_size: int = 10_000
+    max_queue_bytes: int = 64 * 1024 * 1024
     sample_rate: float = 1.0
     mask: Callable[[Any], Any] | None = None
     chunk_spans: bool = False
@@ -427,17 +463,17 @@ class Settings:
     trace_token_key: str | None = None
 
     def __repr__(self) -> str:
-        # The API key and the token key are secrets: never in reprs, logs or exceptions.
-        shown = ", ".join(
-            f"{f.name}="
-            + repr(
-                "***"
-                if f.name in SECRET_SETTINGS and getattr(self, f.name)
-                else getattr(self, f.name)
-            )
-            for f in dataclasses.fields(self)
-        )
+        # The API key, the token key and the host's user info are secrets: never in reprs, logs
+        # or exceptions.
+        shown = ", ".join(f"{f.name}={self._shown(f.name)}" for f in dataclasses.fields(self))
         return f"Settings({shown})"
+
+    def _shown(self, name: str) -> str:
+        if name in SECRET_SETTINGS and getattr(self, name):
+            return "'***'"
+        if name == "host":
+            return repr(safe_url(self.host))
+        return repr(getattr(self, name))
 
     @property
     def export_enabled(self) -> bool:
@@ -517,8 +553,7 @@ def _checked(layer: Layer, key: str, raw: Any) -> tuple[Any, str | None]:
     try:
         return spec.check(raw), None
     except (ValueError, TypeError) as exc:
-        shown = "***" if key in SECRET_SETTINGS else repr(raw)
-        return _IGNORED, f"{layer.spell(key)} {exc}, got {shown}"
+        return _IGNORED, f"{layer.spell(key)} {exc}, got {_shown(key, raw)}"
 
 
 def build_settings(*layers: Layer, environ: Mapping[str, str] | None = None) -> Settings:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 from . import context, registry
 from .messages import snapshot
+from .sizing import EVENT_OVERHEAD, approx_size
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -138,7 +139,7 @@ class ErrorInfo:
             return error
         if isinstance(error, BaseException):
             return cls.from_exception(error)
-        return cls("Error", str(error))
+        return cls("Error", _safe_str(error))  # str() of a hostile object may raise
 
 
 def _safe_str(value: Any) -> str:
@@ -190,21 +191,55 @@ class TraceRecord:
     error: ErrorInfo | None
     emit_trace_event: bool
     spans: list[Span] = field(default_factory=list)
+    #: Whether streamed segments render as chunk spans (``settings.chunk_spans``).
+    chunk_spans: bool = False
     #: Feedback given while the trace was open (``trace_feedback.FeedbackItem``): it is about other
     #: traces, and only borrows this one's identity.
     feedback: Sequence[Any] = ()
 
     @property
     def event_count(self) -> int:
-        """How many events this record renders to, at most (chunk spans included)."""
+        """How many events this record renders to (chunk spans included only when they are
+        rendered: the exporter counts exactly this many as ``queued``)."""
         count = len(self.spans) + (1 if self.emit_trace_event else 0)
         for item in self.feedback:
             count += item.event_count
-        for span in self.spans:
-            segments = getattr(span, "_segments", None)
-            if segments:
-                count += len(segments)
+        if self.chunk_spans:
+            for span in self.spans:
+                segments = getattr(span, "_segments", None)
+                if segments:
+                    count += len(segments)
         return count
+
+    @property
+    def approx_bytes(self) -> int:
+        """About how much memory this record's events hold (see :mod:`.sizing`): what the
+        exporter's ``max_queue_bytes`` bound counts. Cheap: no serialisation."""
+        events = len(self.spans) + 1
+        total = EVENT_OVERHEAD * events
+        if self.properties:
+            total += approx_size(self.properties) * events
+        if self.input_state is not None:
+            total += approx_size(self.input_state)
+        if self.output_state is not None:
+            total += approx_size(self.output_state)
+        # Inlined (no call per span when it can be helped): this runs on the request thread.
+        for span in self.spans:
+            value = span.input
+            if value is not UNSET:
+                total += len(value) if type(value) is str else approx_size(value)
+            value = span.output
+            if value is not UNSET:
+                total += len(value) if type(value) is str else approx_size(value)
+            if span.properties:
+                total += approx_size(span.properties)
+            if span.error is not None:
+                total += len(span.error.message)
+            if span._sized_extra:
+                total += span._extra_bytes()
+        for item in self.feedback:
+            total += EVENT_OVERHEAD * item.event_count
+        return total
 
 
 UNSET: Any = object()
@@ -512,6 +547,7 @@ class Trace(_Timed):
             self.error,
             emit,
             spans,
+            self.client.settings.chunk_spans,
         )
 
 
@@ -586,6 +622,13 @@ class Span(_Timed):
     def set_error(self, error: BaseException | ErrorInfo | str) -> None:
         """Mark the span as failed without raising."""
         self.error = ErrorInfo.coerce(error)
+
+    #: Whether this kind of span holds more than input, output, properties and error, told by
+    #: ``_extra_bytes()`` to :attr:`TraceRecord.approx_bytes`.
+    _sized_extra = False
+
+    def _extra_bytes(self) -> int:
+        return 0
 
     @property
     def trace_id(self) -> str:

@@ -32,7 +32,8 @@ __all__ = ["RequestTrace", "clean_header", "session_hash"]
 
 T = TypeVar("T")
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls, and the line and paragraph separators (JavaScript line breaks).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def clean_header(value: str | None, limit: int = 1000) -> str | None:

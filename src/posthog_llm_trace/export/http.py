@@ -25,7 +25,8 @@ Wire behaviour (see ``research/posthog.md`` section 2):
 - With ``settings.ai_endpoint``, ``$ai_*`` events go to ``/i/v0/ai/batch/`` (8 MiB per event) and
   anything else to ``/batch/`` (the AI lane answers 400 to a whole request holding one non-AI
   event). A 404 from the AI lane (self-hosted PostHog) switches that host to ``/batch/`` for the
-  rest of the process, logged once.
+  rest of the process, logged once; events measured for the AI lane (8 MiB each) that then go to
+  ``/batch/`` are measured, and shrunk, again for its lower limit, never dropped for it.
 
 Why the standard library's :mod:`http.client` and not posthog-python's ``Client`` or ``requests``:
 posthog-python's client drops events without counting them (queue full, oversized events, failed
@@ -37,7 +38,9 @@ after any error), socket timeouts we set from the deadline, and sockets we can s
 another thread so that shutdown interrupts a request stuck on a hanging server. Proxies from the
 environment (``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``) are honoured as ``requests`` would.
 
-The API key only ever goes into request bodies: never into logs, reprs or exception messages.
+The API key only ever goes into request bodies: never into logs, reprs or exception messages,
+even when a server echoes it (it is redacted from an error body before the body is cut for the
+log). The user info of a host URL (``https://user:password@host``) is never shown either.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ..settings import Settings
+from ..settings import Settings, safe_url
 from ..stats import Stats
 from .base import Event
 
@@ -90,6 +93,7 @@ MAX_BODY_BYTES = 5 * 1024 * 1024
 #: The AI lane's per-event ceiling (``ai_max_event_bytes``), less room for the envelope.
 AI_MAX_EVENT_BYTES = 8 * 1024 * 1024 - 64 * 1024
 MAX_BACKOFF = 30.0
+SNIPPET_CHARS = 300  # of an error body, in the drop log
 GZIP_LEVEL = 2
 
 _RETRYABLE_STATUS = frozenset({408, 429})
@@ -221,6 +225,7 @@ class HttpTransport:
         self._sleep_fn = sleep
         self._rand = rand
         self._api_key = settings.api_key or ""
+        self._shown_host = safe_url(settings.host)  # for logs and reprs: no user info
         self._key_json = json.dumps(self._api_key)
         self._user_agent = user_agent()
 
@@ -247,7 +252,7 @@ class HttpTransport:
         self._abort_reason = "shutdown"
 
     def __repr__(self) -> str:
-        return f"HttpTransport(host={self._settings.host!r}, ai_endpoint={self._use_ai_lane()})"
+        return f"HttpTransport(host={self._shown_host!r}, ai_endpoint={self._use_ai_lane()})"
 
     # --- public API
 
@@ -387,6 +392,11 @@ class HttpTransport:
                 self._drop("retries_exhausted", tally, n, "deadline reached before sending")
                 return False
             lane_ai = ai and self._use_ai_lane()
+            if ai and not lane_ai:
+                # Built for the AI lane, which this host turned out not to have (a 404 to this
+                # chunk or another): the same events go to /batch/, whose per-event limit is
+                # lower, so they are measured (and shrunk) again for it. Not a retry.
+                return self._send_lane(chunk.events, False, deadline, tally)
             path = self._prefix + (AI_PATH if lane_ai else BATCH_PATH)
             outcome, reused = self._post(
                 path, body.render(), min(self._settings.timeout, remaining)
@@ -401,7 +411,7 @@ class HttpTransport:
                 raise _Aborted
             if status == 404 and lane_ai:
                 self._ai_lane_missing()
-                continue  # same body, now to /batch/; not a retry
+                continue  # to /batch/, above
             if status == 413:
                 return self._too_large(chunk, ai, deadline, tally, shrunk)
             if outcome.stale and reused and not reconnected:
@@ -411,9 +421,9 @@ class HttpTransport:
             retryable = status is None or status in _RETRYABLE_STATUS or status >= 500
             what = f"HTTP {status}" if status is not None else f"network error {outcome.error}"
             if not retryable:
-                detail = f"{what} from {self._settings.host}{path}"
+                detail = f"{what} from {self._shown_host}{path}"
                 if outcome.snippet:
-                    detail += f": {self._redact(outcome.snippet)}"
+                    detail += f": {outcome.snippet}"
                 self._drop("rejected", tally, n, detail)
                 return False
             if attempt >= self._settings.max_retries:
@@ -472,7 +482,7 @@ class HttpTransport:
             logger.warning(
                 "posthog-llm-trace: %s has no AI endpoint (%s answered 404); "
                 "sending to %s instead from now on",
-                self._settings.host,
+                self._shown_host,
                 AI_PATH,
                 BATCH_PATH,
             )
@@ -481,8 +491,20 @@ class HttpTransport:
         tally.left -= n
         self._stats.dropped(reason, n, detail)
 
-    def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+    def _snippet(self, data: bytes) -> str:
+        """The start of an error body for the drop log, the API key removed: redacted before it
+        is cut, and a key cut at the end is removed too (a server may echo the request)."""
+        text = data[: 64 * 1024].decode("utf-8", "replace")
+        key = self._api_key
+        if key:
+            text = text.replace(key, "***")
+        text = text[:SNIPPET_CHARS]
+        if key and len(text) == SNIPPET_CHARS:
+            for k in range(min(len(key), len(text)), 3, -1):
+                if text.endswith(key[:k]):
+                    text = text[:-k] + "***"
+                    break
+        return text
 
     # --- connections
 
@@ -508,7 +530,7 @@ class HttpTransport:
             outcome = _Outcome(
                 response.status,
                 response.getheader("Retry-After"),
-                snippet=data[:300].decode("utf-8", "replace") if response.status >= 400 else "",
+                snippet=self._snippet(data) if response.status >= 400 else "",
             )
         except (OSError, http.client.HTTPException) as exc:
             self._discard(conn)

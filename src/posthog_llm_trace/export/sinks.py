@@ -31,6 +31,7 @@ class JsonLinesSink:
 
     def submit(self, item: Any) -> bool:
         events = self._render(item)
+        self._stats.add("queued", len(events))
         lines = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events)
         try:
             with self._lock:
@@ -64,6 +65,7 @@ class MemorySink:
 
     def submit(self, item: Any) -> bool:
         events = self._render(item)
+        self._stats.add("queued", len(events))
         with self._lock:
             self.events.extend(events)
         self._stats.add("sent", len(events))

@@ -47,12 +47,14 @@ class SyncExporter:
         try:
             n = int(item.event_count)
         except Exception:
+            self._stats.add("queued")
             self._stats.dropped("invalid", 1, "item without an event_count")
             return False
+        # Counted before anything can refuse it: queued == sent + dropped (+ pending).
+        self._stats.add("queued", n)
         if self._closed:
             self._stats.dropped("shutdown", n, "submitted after shutdown")
             return False
-        self._stats.add("queued", n)
         deadline = time.monotonic() + self._settings.timeout
         try:
             events: list[Event] = list(self._render(item))

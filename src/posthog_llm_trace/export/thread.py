@@ -11,9 +11,14 @@ Promises:
 - ``submit`` never blocks on I/O and never raises: a tiny critical section (two integer updates
   and a deque append) keeps the bound exact across threads, and the worker is woken only when a
   batch becomes ready or the queue stops being empty.
-- Memory is bounded: ``settings.max_queue_size`` counts every event the exporter holds, queued or
-  in the worker's hands, so a long outage cannot hold more than that. Past it, new items are
-  refused and counted as ``queue_full``.
+- Memory is bounded, in events and in bytes: ``settings.max_queue_size`` counts every event the
+  exporter holds, queued or in the workers' hands (rendered, being sent or waiting for a retry),
+  and ``settings.max_queue_bytes`` bounds the estimated size of their content (``approx_bytes``
+  of each item, see :mod:`..sizing`; a lone item larger than the whole budget is still taken
+  when nothing else is held), so a long outage with 1 MB prompts cannot hold more than that.
+  Past either bound, new items are refused and counted as ``queue_full`` or ``queue_bytes``. A
+  batch takes at most ``BATCH_BYTES`` (and a quarter of ``max_queue_bytes``) of estimated
+  content, so that the events and JSON a worker builds from it stay small too.
 - ``flush(timeout)`` and ``shutdown(timeout)`` return within ``timeout`` whatever the server does;
   at shutdown whatever could not go out in time is counted (``shutdown``), and a request stuck on
   a hanging server is interrupted. An ``atexit`` hook does the same within
@@ -51,7 +56,7 @@ from ..stats import Stats
 from .base import Event, Render
 from .http import retry_budget
 
-__all__ = ["MAX_BATCH_EVENTS", "BatchExporter", "Transport"]
+__all__ = ["BATCH_BYTES", "MAX_BATCH_EVENTS", "BatchExporter", "Transport"]
 
 logger = logging.getLogger("posthog_llm_trace")
 
@@ -84,6 +89,10 @@ class _Flush:
 
 #: Most events one request carries when a backlog lets several batches leave together.
 MAX_BATCH_EVENTS = 500
+#: Most estimated content one batch takes (the transport's requests are at most 5 MiB of JSON).
+BATCH_BYTES = 4 * 1024 * 1024
+#: The estimate for an item that cannot tell its size.
+DEFAULT_ITEM_BYTES = 1024
 
 _STOP = object()  # the sentinel: stays at the head of the queue, so that every worker meets it
 _CONTROL = -1  # the event count recorded with a control entry (_Flush or _STOP)
@@ -117,6 +126,10 @@ class BatchExporter:
         self._settings = settings
         self._stats = stats
         self._max = settings.max_queue_size
+        self._max_bytes = settings.max_queue_bytes
+        # A batch's share of the byte budget: what the workers hold beyond it (rendered events,
+        # their JSON) stays proportional to it.
+        self._batch_bytes = max(1, min(BATCH_BYTES, self._max_bytes // 4))
         self._flush_at = settings.flush_at
         self._max_batch = max(settings.flush_at, MAX_BATCH_EVENTS)
         self._interval = settings.flush_interval
@@ -129,9 +142,10 @@ class BatchExporter:
         self._lock = threading.Lock()  # guards the counters below and the deque's contents
         self._start_lock = threading.Lock()  # guards starting the thread
         self._wake = threading.Event()
-        # Entries are (item, event_count), or (control, _CONTROL).
-        self._queue: deque[tuple[Any, int]] = deque()
+        # Entries are (item, event_count, approx_bytes), or (control, _CONTROL, 0).
+        self._queue: deque[tuple[Any, int, int]] = deque()
         self._size = 0  # events held: queued or in the worker's hands (the bounded quantity)
+        self._bytes = 0  # their estimated size, bounded the same way
         self._queued = 0  # events still in the deque
         self._controls = 0  # flush markers and the stop sentinel in the deque
         self._first_at = 0.0  # when the oldest queued event arrived
@@ -145,6 +159,7 @@ class BatchExporter:
     def __repr__(self) -> str:
         return (
             f"BatchExporter(pending={self._size}, max_queue_size={self._max}, "
+            f"pending_bytes={self._bytes}, max_queue_bytes={self._max_bytes}, "
             f"transport={self._transport!r})"
         )
 
@@ -152,33 +167,52 @@ class BatchExporter:
 
     def submit(self, item: Any) -> bool:
         """Queue ``item`` for export. Cheap and never blocking; returns False (and counts the
-        drop as ``queue_full`` or ``shutdown``) when it was not accepted."""
+        drop as ``queue_full``, ``queue_bytes`` or ``shutdown``) when it was not accepted.
+
+        Every event handed over is counted as ``queued``, refused or not, so that at all times
+        ``queued == sent + dropped + pending``."""
+        stats = self._stats
         try:
             n = int(item.event_count)
         except Exception:
-            self._stats.dropped("invalid", 1, "item without an event_count")
+            stats.add("queued")
+            stats.dropped("invalid", 1, "item without an event_count")
             return False
+        if n <= 0:
+            return True  # nothing to send
+        stats.add("queued", n)
+        try:
+            nbytes: int = item.approx_bytes
+        except Exception:
+            nbytes = DEFAULT_ITEM_BYTES * n
         if self._closed:
-            self._stats.dropped("shutdown", n, "submitted after shutdown")
+            stats.dropped("shutdown", n, "submitted after shutdown")
             return False
         if self._thread_pid != os.getpid():  # first submit in this process, or a worker died
             self._ensure_threads()
         with self._lock:
             size = self._size + n
+            held = self._bytes
             if size > self._max:
-                accepted = False
+                refused = "queue_full"
+            elif held + nbytes > self._max_bytes and held:
+                refused = "queue_bytes"
             else:
-                accepted = True
+                refused = ""
                 self._size = size
+                self._bytes = held + nbytes
                 queued = self._queued
                 if queued == 0:
                     self._first_at = time.monotonic()
                 self._queued = queued + n
-                self._queue.append((item, n))
-        if not accepted:
-            self._stats.dropped("queue_full", n, f"max_queue_size={self._max} reached")
+                self._queue.append((item, n, nbytes))
+        if refused:
+            if refused == "queue_full":
+                detail = f"max_queue_size={self._max} reached"
+            else:
+                detail = f"max_queue_bytes={self._max_bytes} reached ({held} bytes held)"
+            stats.dropped(refused, n, detail)
             return False
-        self._stats.add("queued", n)
         # Wake the worker only when it has something new to do: start timing a partial batch,
         # or send a full one. Otherwise it is asleep until the partial batch is due.
         if queued == 0 or queued < self._flush_at <= queued + n:
@@ -195,7 +229,7 @@ class BatchExporter:
             return False
         marker = _Flush(self._failures)
         with self._lock:
-            self._queue.append((marker, _CONTROL))
+            self._queue.append((marker, _CONTROL, 0))
             self._controls += 1
         self._wake.set()
         return marker.done.wait(timeout) and marker.ok
@@ -222,7 +256,7 @@ class BatchExporter:
         left = 0
         if threads:
             with self._lock:
-                self._queue.append((_STOP, _CONTROL))
+                self._queue.append((_STOP, _CONTROL, 0))
                 self._controls += 1
             self._wake.set()
             # Keep a slice of the budget to interrupt requests stuck on the server and to let
@@ -243,11 +277,12 @@ class BatchExporter:
             entries = self._take_all()
             self._export(entries, self._begin(), deadline)
         leftover = self._take_all()
-        stranded = sum(n for _, n in leftover)
+        stranded = sum(entry[1] for entry in leftover)
         if stranded:
             left = max(left, stranded)
             with self._lock:
                 self._size -= stranded
+                self._bytes -= sum(entry[2] for entry in leftover)
             self._stats.dropped(reason, stranded, f"{reason} budget of {timeout:.1f} s ran out")
         try:
             self._transport.close()
@@ -256,11 +291,18 @@ class BatchExporter:
         return left, self._failures == failures and self._size == 0
 
     def _exit_flush(self) -> None:
-        """The atexit hook's work: a bounded flush, and a log line if events were left."""
+        """The atexit hook's work: a bounded flush, and one log line if events were left.
+
+        The line gives the number the counters give: drops during the stop are held back from
+        the rate-limited drop log and told once here, with whatever that log still owed."""
         if self._closed:
             return
         budget = self._settings.shutdown_timeout
-        left, _ = self._close(budget, "at_exit")
+        stats = self._stats
+        before = stats.count("dropped_at_exit")
+        with stats.held_logs():
+            self._close(budget, "at_exit")
+        left = stats.count("dropped_at_exit") - before
         if left > 0:
             logger.warning(
                 "posthog-llm-trace: %d events were not delivered at exit "
@@ -268,6 +310,9 @@ class BatchExporter:
                 left,
                 budget,
             )
+            stats.flush_log(skip="at_exit")
+        else:
+            stats.flush_log()
 
     # --- the worker
 
@@ -329,16 +374,17 @@ class BatchExporter:
                     return
             self._wake.wait(timeout)
 
-    def _take(self) -> tuple[list[tuple[Any, int]], int, object]:
+    def _take(self) -> tuple[list[tuple[Any, int, int]], int, object]:
         """The next batch from the queue, stopping at a control entry.
 
         Full batches of ``flush_at`` go out at once; when several are queued (a backlog) they
         leave together, up to ``max_batch`` events, so that one round trip carries more events
         when it matters: at 100 ms to PostHog, batches of 20 would cap a worker at 200 events/s.
         A partial batch goes out whole once it is due (or a flush / stop waits behind it)."""
-        entries: list[tuple[Any, int]] = []
+        entries: list[tuple[Any, int, int]] = []
         control: object = None
         events = 0
+        nbytes = 0
         with self._lock:
             queued = self._queued
             due = self._controls > 0 or time.monotonic() >= self._first_at + self._interval
@@ -355,11 +401,14 @@ class BatchExporter:
                         queue.popleft()
                         self._controls -= 1
                     break
-                if events >= limit or (entries and events + entry[1] > limit):
+                if entries and (events + entry[1] > limit or nbytes + entry[2] > self._batch_bytes):
+                    break
+                if events >= limit:
                     break
                 queue.popleft()
                 entries.append(entry)
                 events += entry[1]
+                nbytes += entry[2]
             self._queued = queued - events
             # Number the batch and register a flush in the same critical section, so that a
             # flush taken by another worker an instant later already sees this batch in flight.
@@ -374,7 +423,7 @@ class BatchExporter:
         _complete(ready, self._failures)
         return entries, seq, control
 
-    def _take_all(self) -> list[tuple[Any, int]]:
+    def _take_all(self) -> list[tuple[Any, int, int]]:
         with self._lock:
             entries = [entry for entry in self._queue if entry[1] != _CONTROL]
             self._queue.clear()
@@ -399,18 +448,25 @@ class BatchExporter:
             self._markers = [(seq, m) for seq, m in self._markers if seq > oldest]
         return ready
 
-    def _export(self, entries: list[tuple[Any, int]], seq: int, deadline: float | None) -> None:
+    def _export(
+        self, entries: list[tuple[Any, int, int]], seq: int, deadline: float | None
+    ) -> None:
         """Render and send ``entries``; every event ends up sent or counted as dropped."""
-        held = sum(n for _, n in entries)
+        held = sum(entry[1] for entry in entries)
+        held_bytes = sum(entry[2] for entry in entries)
         events: list[Event] = []
         sent_upto = 0  # events[:sent_upto] are accounted for by the transport
         failed = False
         try:
-            for item, n in entries:
+            for item, n, _ in entries:
                 try:
-                    events.extend(self._render(item))
+                    rendered = self._render(item)
                 except Exception as exc:  # the core promises render never raises; count it
                     self._stats.dropped("invalid", n, f"render failed: {type(exc).__name__}")
+                    continue
+                events.extend(rendered)
+            # The records are no longer needed: let their content go while the events are sent.
+            entries.clear()
             step = self._max_batch
             for start in range(0, len(events), step):
                 batch = events[start : start + step]
@@ -432,6 +488,7 @@ class BatchExporter:
         finally:
             with self._lock:
                 self._size -= held
+                self._bytes -= held_bytes
                 if failed:
                     self._failures += 1
                 self._in_flight.discard(seq)
