@@ -499,6 +499,29 @@ def test_a_stream_helper_left_early_ends_its_generation(client: anthropic.Anthro
     assert "$ai_is_error" not in gen
 
 
+def test_beta_messages_are_recorded_too(client: anthropic.Anthropic) -> None:
+    with capture_events() as events, traced():
+        client.beta.messages.create(**ask("beta", tools=TOOLS))
+        with client.beta.messages.stream(**ask("beta stream")) as stream:
+            texts = list(stream.text_stream)
+    assert "".join(texts) == "echo: beta stream"
+    created, streamed = generations(events)
+    assert created["$ai_stop_reason"] == "tool_use" and created["$ai_tools"] == NORMALISED_TOOLS
+    assert created["$ai_output_choices"][0]["content"][1]["type"] == "function"
+    assert streamed["$ai_output_choices"] == text_output("echo: beta stream")
+    assert streamed["$ai_stream"] is True and streamed["$ai_output_tokens"] > 1
+
+
+def test_async_beta_stream(aclient: anthropic.AsyncAnthropic) -> None:
+    async def main() -> str:
+        async with aclient.beta.messages.stream(**ask("async beta")) as stream:
+            return "".join([text async for text in stream.text_stream])
+
+    with capture_events() as events, traced():
+        assert asyncio.run(main()) == "echo: async beta"
+    assert only_generation(events)["$ai_output_choices"] == text_output("echo: async beta")
+
+
 # --- raw responses ------------------------------------------------------------------------------
 
 
@@ -567,22 +590,19 @@ def test_an_api_error_marks_the_generation_and_reaches_the_app_unchanged(
 
 
 def test_the_very_exception_object_reaches_the_app(
-    client: anthropic.Anthropic, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+    client: anthropic.Anthropic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     raised = anthropic.APIConnectionError(request=None)  # type: ignore[arg-type]
-    plt.uninstrument("anthropic")
 
-    def failing(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def failing(*args: Any, **kwargs: Any) -> Any:
         raise raised
 
-    monkeypatch.setattr(messages_resource.Messages, "create", failing)
-    plt.instrument("anthropic")  # wraps the failing method
+    monkeypatch.setattr(client.messages, "_post", failing)  # under the patched create
     with capture_events() as events, traced(), pytest.raises(anthropic.APIConnectionError) as info:
         client.messages.create(**ask("x"))
     assert info.value is raised
     gen = only_generation(events)
     assert gen["$ai_is_error"] is True and gen["$ai_http_status"] == 0
-    plt.uninstrument("anthropic")
 
 
 def test_a_connection_error_has_status_zero() -> None:
@@ -660,10 +680,11 @@ def test_a_stream_inside_an_application_generation_fills_it(client: anthropic.An
     with (
         capture_events() as events,
         traced(),
-        generation("answer"),
+        generation("answer") as gen,
         client.messages.stream(**ask("streamed once")) as stream,
     ):
-        stream.until_done()
+        for text in stream.text_stream:
+            gen.chunk(text)  # a manual loop written before instrumentation: not counted twice
     only = only_generation(events)
     assert only["$ai_span_name"] == "answer"
     assert only["$ai_output_choices"] == text_output("echo: streamed once")
@@ -772,6 +793,34 @@ def test_a_posthog_wrapper_client_is_covered(fake: FakeProvider) -> None:
     assert created["$ai_output_choices"] == text_output("echo: hi")
     assert streamed["$ai_output_choices"] == text_output("echo: hi stream")
     assert streamed["$ai_output_tokens"] > 1
+
+
+def test_an_async_posthog_wrapper_client_is_covered(fake: FakeProvider) -> None:
+    from posthog import Posthog
+    from posthog.ai.anthropic import AsyncAnthropic as PostHogAsyncAnthropic
+
+    ph = Posthog("phc_test", host="http://127.0.0.1:9", send=False, sync_mode=True)
+    wrapped = PostHogAsyncAnthropic(
+        base_url=fake.url, api_key="x", posthog_client=ph, max_retries=0
+    )
+
+    async def main() -> str:
+        await wrapped.messages.create(**ask("hi"))
+        events = await wrapped.messages.create(**ask("hi"), stream=True)
+        async for _ in events:
+            pass
+        async with wrapped.messages.stream(**ask("hi stream")) as stream:
+            return "".join([text async for text in stream.text_stream])
+
+    with capture_events() as events, traced():
+        assert asyncio.run(main()) == "echo: hi stream"
+    ph.shutdown()
+    created, streamed, helper = generations(events)
+    assert (
+        created["$ai_output_choices"] == streamed["$ai_output_choices"] == text_output("echo: hi")
+    )
+    assert streamed["$ai_stream"] is True and streamed["$ai_output_tokens"] > 1
+    assert helper["$ai_output_choices"] == text_output("echo: hi stream")
 
 
 # --- the manual API reads the same objects --------------------------------------------------------
