@@ -58,6 +58,7 @@ EVERY_SETTING: dict[str, Any] = {
     "DISTINCT_ID_RESOLVER": "tests.django_app.hooks.nobody",
     "DISTINCT_ID_HEADER": True,
     "SESSION_REPLAY_HEADER": False,
+    "POSTHOG_CLIENT": "tests.django_app.hooks.posthog_client",
     "INSTRUMENT": [],
     "TRACE_ID_HEADER": "X-Answer-Id",
     "TRACE_TOKEN_KEY": "django-token-key",
@@ -66,6 +67,7 @@ EXPECTED = {
     **{key.lower(): value for key, value in EVERY_SETTING.items()},
     "mask": hooks.mask,
     "distinct_id_resolver": hooks.nobody,
+    "posthog_client": hooks.posthog_client,
     "instrument": (),
 }
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
-from .client import Client, configure, flush, get_client, shutdown, stats
+from .client import Client, client_for, configure, flush, get_client, shutdown, stats
 from .context import current_span, current_trace, run_in_context
 from .generations import Embedding, Generation
 from .instrument import instrument, instrumented, uninstrument
@@ -66,7 +66,7 @@ def trace(
     properties: Mapping[str, Any] | None = None,
     groups: Mapping[str, Any] | None = None,
     input: Any = None,
-    client: Client | None = None,
+    client: Any = None,
 ) -> Trace:
     """Open a trace outside a request (scripts, jobs, management commands); a context manager,
     sync or async::
@@ -76,7 +76,9 @@ def trace(
             t.set_output(summary)
 
     It becomes a ``$ai_trace`` event when it ends, if a span was recorded in it. Spans opened
-    inside it export with its ``client`` (default: the one :func:`configure` made).
+    inside it export with its ``client`` (default: the one :func:`configure` made). ``client``
+    may also be a posthog-python client (``posthog.Posthog``): the trace's events are then
+    delivered through it (``export="posthog"``), its ``before_send`` and ``disabled`` applying.
     """
     return Trace(
         name,
@@ -85,7 +87,7 @@ def trace(
         properties=properties,
         groups=groups,
         input=input,
-        client=client,
+        client=client_for(client),
     )
 
 
@@ -215,8 +217,10 @@ def span(
     input: Any = UNSET,
     properties: Mapping[str, Any] | None = None,
 ) -> Any:
-    """Any other step (``$ai_span``): ``kind`` is one of ``agent``, ``workflow``, ``step``,
-    ``retrieval``, ``tool``, ``chunk`` or ``span``."""
+    """Any other step (``$ai_span``, ``kind`` in ``$ai_span_type``): ``agent``, ``workflow``,
+    ``step``, ``retrieval``, ``tool``, ``chunk``, ``span``, or any other short string an
+    integration needs (``handoff``, ``guardrail``, ``mcp_tools``). A kind that is not a string
+    or is over 64 characters becomes ``span``: a label never raises into the application."""
     if callable(name):
         return Span(kind=kind)(name)
     return Span(name, kind=kind, input=input, properties=properties)

@@ -8,12 +8,13 @@ with the settings it started under.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from . import events, registry
@@ -132,6 +133,10 @@ def make_exporter(client: Client) -> Exporter | None:
         return JsonLinesSink(
             client.render, stats, None if mode == "console" else settings.export_file
         )
+    if mode == "posthog":
+        from .export.posthog import PosthogExporter
+
+        return PosthogExporter(client.render, settings, stats)
     from .export.http import HttpTransport
     from .messages import shrink_event
 
@@ -147,6 +152,34 @@ def make_exporter(client: Client) -> Exporter | None:
     from .export.thread import BatchExporter
 
     return BatchExporter(client.render_for_transport, transport, settings, stats)
+
+
+_derived: weakref.WeakKeyDictionary[Any, Client] = weakref.WeakKeyDictionary()
+
+
+def client_for(value: Any) -> Client | None:
+    """The client a ``trace(client=...)`` exports with: one of ours as it is, or -- for a
+    posthog-python client (``posthog.Posthog``) -- a client of ours with the default client's
+    settings that delivers through it (``export="posthog"``), made once per posthog client.
+    Anything else is a :class:`TypeError`, named."""
+    if value is None or isinstance(value, Client):
+        return value
+    if isinstance(value, type) or not callable(getattr(value, "capture", None)):
+        raise TypeError(
+            "client must be a posthog_llm_trace.Client or a posthog.Posthog client, "
+            f"got {type(value).__name__}"
+        )
+    with _lock:
+        try:
+            derived = _derived.get(value)
+        except TypeError:  # not weak-referenceable: not cached
+            derived = None
+        if derived is None:
+            base = get_client().settings
+            derived = Client(dataclasses.replace(base, export="posthog", posthog_client=value))
+            with suppress(TypeError):
+                _derived[value] = derived
+        return derived
 
 
 def _warn_if_disabled(settings: Settings) -> None:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from importlib import metadata
 from typing import Any
 
+from .captured import CONTENT_PROPERTIES, TOKEN_PROPERTIES, CapturedEvent
 from .generations import Embedding, Generation, _ModelCall
 from .messages import jsonable, normalize_messages, normalize_tools, shrink_event
 from .settings import Settings
@@ -197,6 +198,8 @@ class _Mapper:
         return self.event("$ai_trace", props, _event_uuid(record.trace_id), record.end)
 
     def span_events(self, span: Span) -> list[dict[str, Any]]:
+        if type(span) is CapturedEvent:
+            return [self.captured_event(span)]
         props = self.props(span.properties)
         props["$ai_span_id"] = span.id
         props["$ai_span_name"] = _text(span.name) or span.kind
@@ -216,9 +219,71 @@ class _Mapper:
             if span.output is not UNSET:
                 props["$ai_output_state"] = self.content(span.output)
         self.error(props, span.error)
+        if isinstance(span, _ModelCall) and span.captured:
+            self.merge_captured(span, props)
         name = _EVENT_NAMES.get(span.kind, "$ai_span")
         events.insert(0, self.event(name, props, _event_uuid(span.id), span.end_time))
         return events
+
+    # --- events captured by another SDK (see captured.py) ----------------------------------------
+
+    def foreign(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The other SDK's properties under our privacy mode, mask and size limit."""
+        out: dict[str, Any] = {}
+        privacy = self.settings.privacy_mode
+        for key, value in values.items():
+            if key in CONTENT_PROPERTIES:
+                out[key] = None if value is None else self.content(value)
+            elif key == "$ai_error" and privacy:
+                status = _count(values.get("$ai_http_status"))
+                out[key] = "Error" + (f": {status}" if status else "")
+            else:
+                out[key] = jsonable(value, self.limit)
+        return out
+
+    def groups(self, props: dict[str, Any], foreign: Mapping[str, Any]) -> None:
+        theirs = foreign.get("$groups")
+        if isinstance(theirs, dict) and theirs:
+            props["$groups"] = {**theirs, **props.get("$groups", {})}
+
+    def captured_event(self, span: CapturedEvent) -> dict[str, Any]:
+        foreign = self.foreign(span.foreign)
+        props = dict(self.custom)
+        props.update(foreign)
+        props.update(self.base)
+        self.groups(props, foreign)
+        props["$ai_span_id"] = span.id
+        props["$ai_parent_id"] = span.parent_id or self.record.trace_id
+        props["$ai_span_name"] = _text(span.name) or span.kind
+        props.setdefault("$ai_latency", span.latency)
+        if span.event == "$ai_span":
+            props["$ai_span_type"] = span.kind
+        self.error(props, span.error)
+        event = self.event(span.event, props, _event_uuid(span.id), span.end_time)
+        if span.distinct_id and span.distinct_id != self.distinct_id:
+            # A distinct id given to this one event wins, as it does in posthog-python.
+            event["distinct_id"] = span.distinct_id
+            event["properties"].pop("$process_person_profile", None)
+        return event
+
+    def merge_captured(self, call: _ModelCall, props: dict[str, Any]) -> None:
+        """One call seen twice -- by our SDK instrumentation and by posthog-python's wrapper --
+        becomes one event, field by field: what we computed wins (links, identity, time to first
+        token, streaming), what only the wrapper knew is added (``$ai_usage``, service tier,
+        instructions...). Token counts come from one side as a group, never mixed."""
+        foreign = self.foreign(call.captured or {})
+        ours_tokens = any(key in props for key in TOKEN_PROPERTIES)
+        own = call.properties
+        for key, value in foreign.items():
+            if key in self.base or (ours_tokens and key in TOKEN_PROPERTIES):
+                continue
+            if key in own:
+                continue  # the application's own property on its generation
+            placeholder = key in ("$ai_model", "$ai_provider") and props.get(key) == "unknown"
+            if key in props and key not in self.custom and not placeholder:
+                continue  # computed by us
+            props[key] = value
+        self.groups(props, foreign)
 
     def generation(self, gen: Generation, props: dict[str, Any]) -> None:
         props["$ai_model"] = _text(gen.model) or "unknown"

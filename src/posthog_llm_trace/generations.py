@@ -23,7 +23,16 @@ class _ModelCall(Span):
     """What generations and embeddings share: the model, the provider's endpoint and status,
     token usage and, only when the application knows them, real costs."""
 
-    __slots__ = ("base_url", "cost", "http_status", "model", "provider", "provider_call", "usage")
+    __slots__ = (
+        "base_url",
+        "captured",
+        "cost",
+        "http_status",
+        "model",
+        "provider",
+        "provider_call",
+        "usage",
+    )
 
     def __init__(
         self,
@@ -43,6 +52,9 @@ class _ModelCall(Span):
         self.http_status: int | None = None
         #: True once an instrumented SDK call fills this span (one call, one event).
         self.provider_call = False
+        #: What posthog-python's wrapper captured for this same call (see
+        #: :mod:`.providers.posthog`): merged field by field, ours winning where we know more.
+        self.captured: dict[str, Any] | None = None
 
     def set_model(self, model: str, provider: str | None = None) -> None:
         self.model = model
@@ -231,6 +243,8 @@ class Generation(_ModelCall):
         total = 0
         if self.tools is not None:
             total += approx_size(self.tools)
+        if self.captured:
+            total += approx_size(self.captured)
         segments = self._segments
         if segments:
             # The parts, counted twice: the output built from them, and chunk spans if any.
@@ -316,6 +330,11 @@ class Embedding(_ModelCall):
     __slots__ = ()
 
     default_kind = "embedding"
+
+    _sized_extra = True
+
+    def _extra_bytes(self) -> int:
+        return approx_size(self.captured) if self.captured else 0
 
     def __init__(
         self,

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 US_HOST = "https://us.i.posthog.com"
-EXPORT_MODES = ("thread", "celery", "sync", "console", "file", "memory", "off")
+EXPORT_MODES = ("thread", "celery", "sync", "posthog", "console", "file", "memory", "off")
 
 
 class ConfigurationError(ValueError):
@@ -175,6 +175,24 @@ def _callable(value: Any) -> Callable[..., Any] | None:
     return value  # type: ignore[no-any-return]
 
 
+def _posthog_client(value: Any) -> Any:
+    """None (posthog-python's module-level client), a ``posthog.Posthog`` client, or a dotted
+    path to one (``"myapp.analytics.posthog_client"``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        module_name, _, attr = value.strip().rpartition(".")
+        if not module_name:
+            raise ValueError("must be a posthog.Posthog client or a dotted path to one")
+        try:
+            value = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"could not import {value!r}: {exc}") from None
+    if not callable(getattr(value, "capture", None)) or isinstance(value, type):
+        raise ValueError("must be a posthog.Posthog client (an object with capture())")
+    return value
+
+
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
@@ -293,7 +311,8 @@ SPECS: tuple[Spec, ...] = (
         "thread",
         _export,
         "`thread` (background batching), `celery` (a worker posts batches), `sync` "
-        "(inline, bounded), `console` / `file` (JSON lines for development), `memory` "
+        "(inline, bounded), `posthog` (through your posthog-python client, see "
+        "`posthog_client`), `console` / `file` (JSON lines for development), `memory` "
         "(tests), `off`.",
     ),
     Spec(
@@ -400,6 +419,13 @@ SPECS: tuple[Spec, ...] = (
         "Copy the browser's `X-POSTHOG-SESSION-ID` header into `$session_id` to link replays.",
     ),
     Spec(
+        "posthog_client",
+        None,
+        _posthog_client,
+        'With `export="posthog"`: the `posthog.Posthog` client (or a dotted path to it) that '
+        "delivers the events; none means posthog-python's module-level client.",
+    ),
+    Spec(
         "instrument",
         None,
         _instrument,
@@ -458,6 +484,7 @@ class Settings:
     distinct_id_resolver: Callable[[Any], Any] | None = None
     distinct_id_header: bool = False
     session_replay_header: bool = True
+    posthog_client: Any = None
     instrument: tuple[str, ...] | None = None
     trace_id_header: str | None = "X-PostHog-Trace-Id"
     trace_token_key: str | None = None
@@ -478,7 +505,7 @@ class Settings:
     @property
     def export_enabled(self) -> bool:
         """True when events leave the process (a key is set, or a local sink is chosen)."""
-        if self.export in ("console", "file", "memory"):
+        if self.export in ("console", "file", "memory", "posthog"):
             return True
         return self.export != "off" and bool(self.api_key)
 

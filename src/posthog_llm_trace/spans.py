@@ -61,6 +61,24 @@ KINDS = (
 
 _KIND_SET = frozenset(KINDS)
 
+#: The longest ``$ai_span_type`` accepted; a longer (or non-string) kind becomes ``span``.
+MAX_KIND_LENGTH = 64
+
+
+def _kind(kind: object, default: str) -> str:
+    """The span's kind: a known kind, or any other short printable string an integration needs
+    (``handoff``, ``guardrail``, ``mcp_tools``); anything else (not a string, too long, blank)
+    falls back to ``default``, since a label must never raise into the application."""
+    if not isinstance(kind, str):
+        return default
+    if kind in _KIND_SET:
+        return kind
+    kind = kind.strip()
+    if kind and len(kind) <= MAX_KIND_LENGTH and kind.isprintable():
+        return kind
+    return default
+
+
 #: A trace hands its spans over early once this many have finished, so that a long-running
 #: trace (a worker loop, an agent with thousands of steps) never holds them all in memory.
 SPANS_PER_HANDOVER = 500
@@ -585,10 +603,7 @@ class Span(_Timed):
         properties: Mapping[str, Any] | None = None,
     ) -> None:
         self.start_time = self.end_time = self._start_perf = self._end_perf = 0.0
-        kind = kind or self.default_kind
-        if kind not in _KIND_SET:
-            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-        self.kind = kind
+        self.kind = kind = _kind(kind, self.default_kind)
         self.name = name or kind
         self.input: Any = UNSET if input is UNSET else snapshot(input)
         self.output: Any = UNSET

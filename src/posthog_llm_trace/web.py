@@ -17,6 +17,7 @@ during the request) are bound; what the application set on ``current_trace()`` s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import hmac
@@ -28,9 +29,37 @@ from . import context
 from .client import Client
 from .spans import ErrorInfo, Trace
 
-__all__ = ["RequestTrace", "clean_header", "session_hash"]
+__all__ = ["REQUEST_SCOPES", "RequestTrace", "clean_header", "open_scopes", "session_hash"]
 
 T = TypeVar("T")
+
+#: Hooks run where a request's view will run, given its trace; each returns what undoes it (or
+#: None). The posthog-python bridge opens posthog-python's own context this way.
+REQUEST_SCOPES: list[Callable[[Trace], Callable[[], None] | None]] = []
+
+
+def open_scopes(trace: Trace) -> Callable[[], None] | None:
+    """Run every :data:`REQUEST_SCOPES` hook in the current context; returns what closes them."""
+    if not REQUEST_SCOPES:
+        return None
+    closers = []
+    for hook in list(REQUEST_SCOPES):
+        try:
+            closer = hook(trace)
+        except Exception:  # a hook must never fail a request
+            continue
+        if closer is not None:
+            closers.append(closer)
+    if not closers:
+        return None
+
+    def close() -> None:
+        for closer in reversed(closers):
+            with contextlib.suppress(Exception):
+                closer()
+
+    return close
+
 
 # C0 and C1 controls, and the line and paragraph separators (JavaScript line breaks).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -58,9 +87,9 @@ def session_hash(secret: str | bytes, session_key: str) -> str:
 class RequestTrace:
     """One request's trace and the context its view runs in."""
 
-    __slots__ = ("_done", "client", "context", "trace")
+    __slots__ = ("_done", "client", "close_scopes", "context", "trace")
 
-    def __init__(self, trace: Trace) -> None:
+    def __init__(self, trace: Trace, *, scoped: bool = True) -> None:
         self.trace = trace
         self.client = trace.client
         self._done = False
@@ -68,6 +97,8 @@ class RequestTrace:
         # run in it, so spans nest correctly wherever the server iterates the body.
         self.context = contextvars.copy_context()
         self.context.run(context.activate, trace)
+        #: Closes what :data:`REQUEST_SCOPES` opened for the request (at its finish).
+        self.close_scopes = self.context.run(open_scopes, trace) if scoped else None
 
     @classmethod
     def begin(
@@ -78,12 +109,15 @@ class RequestTrace:
         *,
         replay_session_id: str | None = None,
         distinct_id: str | None = None,
+        scoped: bool = True,
     ) -> RequestTrace:
+        """``scoped=False``: the adapter runs the view in its own context and opens the
+        :data:`REQUEST_SCOPES` there itself (:func:`open_scopes`)."""
         trace = Trace(f"{method} {path}".strip(), client=client)
         trace.replay_session_id = replay_session_id
         if distinct_id:
             trace.bind(distinct_id=distinct_id)
-        return cls(trace)
+        return cls(trace, scoped=scoped)
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Call ``fn(*args)`` with the request's trace current."""
@@ -141,6 +175,13 @@ class RequestTrace:
             trace.set_error(ErrorInfo("HTTPError", f"HTTP {status}", status))
         recorded = self.recorded
         trace.end()
+        close = self.close_scopes
+        if close is not None:
+            self.close_scopes = None
+            try:
+                self.context.run(close)
+            except RuntimeError:  # finished from inside the request's context
+                close()
         settings = self.client.settings
         if settings.serverless and recorded:
             # The platform may freeze the process as soon as the response is sent. A request

@@ -19,3 +19,16 @@ def by_username(request: Any) -> str | None:
 
 def nobody(request: Any) -> str | None:
     return None
+
+
+class _PosthogLike:
+    """Stands for a ``posthog.Posthog`` client in the settings tests (nothing is sent)."""
+
+    def capture(self, event: str, **kwargs: object) -> None:
+        return None
+
+    def flush(self, timeout_seconds: float | None = None) -> None:
+        return None
+
+
+posthog_client = _PosthogLike()

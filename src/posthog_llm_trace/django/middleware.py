@@ -7,6 +7,7 @@ the session key, exceptions through ``process_exception``, and keeping the trace
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import inspect
@@ -23,7 +24,7 @@ from django.utils.functional import LazyObject, empty
 from .. import context
 from ..client import get_client
 from ..settings import Settings
-from ..web import RequestTrace, clean_header, session_hash
+from ..web import REQUEST_SCOPES, RequestTrace, clean_header, open_scopes, session_hash
 
 __all__ = ["LLMTraceMiddleware"]
 
@@ -73,12 +74,12 @@ class LLMTraceMiddleware:
             if streams:
                 rt.context = contextvars.copy_context()
         except BaseException as exc:
-            context.restore(token, previous)
+            _leave(rt, previous, token)
             rt.fail(exc)
             _name(rt, request)
             _finish(rt, None, _identity(request, rt.client.settings) if rt.recorded else None)
             raise
-        context.restore(token, previous)
+        _leave(rt, previous, token)
         _name(rt, request)
         _trace_header(response, rt, streams)
         if streams:
@@ -94,6 +95,10 @@ class LLMTraceMiddleware:
         rt = await _abegin(request)
         if rt is None:
             return await self.get_response(request)
+        if rt.trace.recording and REQUEST_SCOPES:
+            # posthog-python's context reads the user when the view captures an event, in
+            # sync code on the event loop: load it now (posthog's own middleware does too).
+            await _aload_user(request)
         previous, token = _enter(rt)
         try:
             response = await self.get_response(request)
@@ -101,14 +106,14 @@ class LLMTraceMiddleware:
             if streams:
                 rt.context = contextvars.copy_context()
         except BaseException as exc:  # a cancelled request (client gone), or propagated errors
-            context.restore(token, previous)
+            _leave(rt, previous, token)
             rt.fail(exc)
             _name(rt, request)
             # No awaiting here: the task may be being cancelled. The user is bound if loaded.
             identity = _identity_loaded(request) if rt.recorded else None
             _finish(rt, None, identity)
             raise
-        context.restore(token, previous)
+        _leave(rt, previous, token)
         _name(rt, request)
         _trace_header(response, rt, streams)
         settings = rt.client.settings
@@ -141,7 +146,17 @@ def _enter(rt: RequestTrace) -> tuple[Any, Any]:
     in context variables (the active language, ``request.urlconf``) stays visible to the
     middleware before us, as in plain Django. A streamed body is iterated later in a snapshot
     taken when the view returns (``rt.context``), so it goes on where the view left off."""
-    return context.current_node(), context.activate(rt.trace)
+    previous, token = context.current_node(), context.activate(rt.trace)
+    rt.close_scopes = open_scopes(rt.trace)
+    return previous, token
+
+
+def _leave(rt: RequestTrace, previous: Any, token: Any) -> None:
+    """Undo :func:`_enter` (a streamed body goes on in its snapshot, ``rt.context``)."""
+    close, rt.close_scopes = rt.close_scopes, None
+    if close is not None:
+        close()
+    context.restore(token, previous)
 
 
 def _start(request: Any, settings: Settings, client: Any) -> RequestTrace:
@@ -158,7 +173,11 @@ def _start(request: Any, settings: Settings, client: Any) -> RequestTrace:
         else None
     )
     rt = RequestTrace.begin(
-        client, request.method or "GET", replay_session_id=replay, distinct_id=claimed
+        client,
+        request.method or "GET",
+        replay_session_id=replay,
+        distinct_id=claimed,
+        scoped=False,  # the view runs in the caller's context: see _enter
     )
     setattr(request, REQUEST_ATTR, rt)
     return rt
@@ -172,7 +191,7 @@ def _begin(
     if settings.request_filter is not None and not traced(settings.request_filter, request):
         return None
     rt = _start(request, settings, client)
-    rt.trace.identify = lambda: _identity(request, settings)
+    rt.trace.identify = lambda: _identity_now(request, settings)
     return rt
 
 
@@ -310,10 +329,30 @@ def _identity(request: Any, settings: Settings) -> Identity:
     return distinct_id, _session_id(request)
 
 
+def _identity_now(request: Any, settings: Settings) -> Identity:
+    """The identity while the view runs: looked up in sync code, only what is loaded in async
+    code (an async view behind a sync middleware chain must not query the database)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _identity(request, settings)
+    return _identity_loaded(request)
+
+
 def _identity_loaded(request: Any) -> Identity:
     """What is known without a query or an await (a request being cancelled)."""
     user = _loaded_user(request)
     return _user_id(None if user is _NOT_LOADED else user), _session_id(request)
+
+
+async def _aload_user(request: Any) -> None:
+    auser = getattr(request, "auser", None)
+    if auser is None or _loaded_user(request) is not _NOT_LOADED:
+        return
+    try:
+        await auser()
+    except Exception:
+        logger.exception("posthog-llm-trace could not look the user up")
 
 
 async def _aidentity(request: Any, settings: Settings) -> Identity:

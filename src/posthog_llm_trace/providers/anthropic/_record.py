@@ -238,7 +238,7 @@ def _wrap_stream(original: Any) -> Any:
     @functools.wraps(original)
     def stream(self: Any, *args: Any, **kwargs: Any) -> Any:
         manager = original(self, *args, **kwargs)
-        if not _patches.active:
+        if not _patches.active or not recording():  # checked again when the request is made
             return manager
         attribute = _request_attribute(manager)
         if attribute is None:
@@ -283,7 +283,7 @@ def _wrap_async_stream(original: Any) -> Any:
     @functools.wraps(original)
     def stream(self: Any, *args: Any, **kwargs: Any) -> Any:
         manager = original(self, *args, **kwargs)
-        if not _patches.active:
+        if not _patches.active or not recording():  # checked again when the request is made
             return manager
         attribute = _request_attribute(manager)
         if attribute is None:
