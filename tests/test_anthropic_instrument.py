@@ -499,6 +499,29 @@ def test_a_stream_helper_left_early_ends_its_generation(client: anthropic.Anthro
     assert "$ai_is_error" not in gen
 
 
+def test_beta_messages_are_recorded_too(client: anthropic.Anthropic) -> None:
+    with capture_events() as events, traced():
+        client.beta.messages.create(**ask("beta", tools=TOOLS))
+        with client.beta.messages.stream(**ask("beta stream")) as stream:
+            texts = list(stream.text_stream)
+    assert "".join(texts) == "echo: beta stream"
+    created, streamed = generations(events)
+    assert created["$ai_stop_reason"] == "tool_use" and created["$ai_tools"] == NORMALISED_TOOLS
+    assert created["$ai_output_choices"][0]["content"][1]["type"] == "function"
+    assert streamed["$ai_output_choices"] == text_output("echo: beta stream")
+    assert streamed["$ai_stream"] is True and streamed["$ai_output_tokens"] > 1
+
+
+def test_async_beta_stream(aclient: anthropic.AsyncAnthropic) -> None:
+    async def main() -> str:
+        async with aclient.beta.messages.stream(**ask("async beta")) as stream:
+            return "".join([text async for text in stream.text_stream])
+
+    with capture_events() as events, traced():
+        assert asyncio.run(main()) == "echo: async beta"
+    assert only_generation(events)["$ai_output_choices"] == text_output("echo: async beta")
+
+
 # --- raw responses ------------------------------------------------------------------------------
 
 

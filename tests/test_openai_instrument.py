@@ -666,7 +666,7 @@ def test_privacy_mode_and_mask_apply(client: openai.OpenAI) -> None:
 def test_a_call_while_export_is_disabled_only_checks_a_flag(
     client: openai.OpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from posthog_llm_trace.providers import openai as provider
+    from posthog_llm_trace.providers.openai import _record as provider
 
     opened: list[str] = []
     real = provider.begin_call

@@ -14,8 +14,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from .records import _safe_str
 from .sizing import approx_size
-from .spans import Span, Trace, _new_id, _safe_str
+from .spans import Span, Trace, _new_id
 
 __all__ = ["CONTENT_PROPERTIES", "LINK_PROPERTIES", "CapturedEvent"]
 

@@ -13,8 +13,9 @@ from typing import Any
 
 from .messages import snapshot
 from .providers import read_response, read_usage
+from .records import _NO_COST, UNSET, _safe_str
 from .sizing import EVENT_OVERHEAD, approx_size
-from .spans import _NO_COST, UNSET, Span, _safe_str
+from .spans import Span
 
 __all__ = ["Embedding", "Generation"]
 

@@ -11,22 +11,19 @@ Spans know nothing of HTTP, Django, Flask or Celery.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import inspect
 import itertools
 import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 from . import context, registry
+from .decorate import decorate
 from .messages import snapshot
-from .sizing import EVENT_OVERHEAD, approx_size
+from .records import UNSET, ErrorInfo, TraceRecord, _safe_str
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -129,139 +126,6 @@ _ENDED: list[Any] = []
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_id.reset)
     os.register_at_fork(after_in_child=_locks.reset)
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorInfo:
-    """What is kept of an exception: its type, message and HTTP status, not the object itself
-    (a traceback would keep every frame of the request alive until export)."""
-
-    type: str
-    message: str
-    status: int | None = None
-
-    @classmethod
-    def from_exception(cls, exc: BaseException) -> ErrorInfo:
-        if isinstance(exc, asyncio.CancelledError):
-            return cls("CancelledError", "cancelled")
-        status = _status_of(exc)
-        try:
-            message = str(exc)
-        except Exception:
-            message = ""
-        return cls(type(exc).__name__, message, status)
-
-    @classmethod
-    def coerce(cls, error: BaseException | ErrorInfo | str) -> ErrorInfo:
-        if isinstance(error, ErrorInfo):
-            return error
-        if isinstance(error, BaseException):
-            return cls.from_exception(error)
-        return cls("Error", _safe_str(error))  # str() of a hostile object may raise
-
-
-def _safe_str(value: Any) -> str:
-    """``str(value)`` for ids and names from the application, which must never raise into it."""
-    if type(value) is str:
-        return value
-    try:
-        return str(value)
-    except Exception:
-        return f"<{type(value).__name__}>"
-
-
-def _status_of(exc: BaseException) -> int | None:
-    try:
-        candidates = (
-            getattr(exc, "status_code", None),
-            getattr(getattr(exc, "response", None), "status_code", None),
-            getattr(exc, "status", None),
-            getattr(exc, "code", None),
-        )
-    except Exception:  # an exception class with a hostile __getattr__
-        return None
-    for candidate in candidates:
-        if (
-            isinstance(candidate, int)
-            and not isinstance(candidate, bool)
-            and (100 <= candidate <= 599)
-        ):
-            return candidate
-    return None
-
-
-@dataclass(slots=True)
-class TraceRecord:
-    """A finished trace (or an early part of one), as handed to the delivery layer."""
-
-    trace_id: str
-    name: str
-    distinct_id: str | None
-    session_id: str | None
-    replay_session_id: str | None
-    properties: dict[str, Any]
-    groups: dict[str, Any]
-    start: float
-    end: float
-    latency: float
-    input_state: Any
-    output_state: Any
-    error: ErrorInfo | None
-    emit_trace_event: bool
-    spans: list[Span] = field(default_factory=list)
-    #: Whether streamed segments render as chunk spans (``settings.chunk_spans``).
-    chunk_spans: bool = False
-    #: Feedback given while the trace was open (``trace_feedback.FeedbackItem``): it is about other
-    #: traces, and only borrows this one's identity.
-    feedback: Sequence[Any] = ()
-
-    @property
-    def event_count(self) -> int:
-        """How many events this record renders to (chunk spans included only when they are
-        rendered: the exporter counts exactly this many as ``queued``)."""
-        count = len(self.spans) + (1 if self.emit_trace_event else 0)
-        for item in self.feedback:
-            count += item.event_count
-        if self.chunk_spans:
-            for span in self.spans:
-                segments = getattr(span, "_segments", None)
-                if segments:
-                    count += len(segments)
-        return count
-
-    @property
-    def approx_bytes(self) -> int:
-        """About how much memory this record's events hold (see :mod:`.sizing`): what the
-        exporter's ``max_queue_bytes`` bound counts. Cheap: no serialisation."""
-        events = len(self.spans) + 1
-        total = EVENT_OVERHEAD * events
-        if self.properties:
-            total += approx_size(self.properties) * events
-        if self.input_state is not None:
-            total += approx_size(self.input_state)
-        if self.output_state is not None:
-            total += approx_size(self.output_state)
-        # Inlined (no call per span when it can be helped): this runs on the request thread.
-        for span in self.spans:
-            value = span.input
-            if value is not UNSET:
-                total += len(value) if type(value) is str else approx_size(value)
-            value = span.output
-            if value is not UNSET:
-                total += len(value) if type(value) is str else approx_size(value)
-            if span.properties:
-                total += approx_size(span.properties)
-            if span.error is not None:
-                total += len(span.error.message)
-            if span._sized_extra:
-                total += span._extra_bytes()
-        for item in self.feedback:
-            total += EVENT_OVERHEAD * item.event_count
-        return total
-
-
-UNSET: Any = object()
-_NO_COST: Mapping[str, float] = MappingProxyType({})
 
 
 def _default_client() -> Client:
@@ -751,118 +615,7 @@ class Span(_Timed):
         whose output is the return value."""
         if self.name == self.kind:
             self.name = getattr(fn, "__name__", self.kind)
-        template = self
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                span = template._copy()
-                span._record_call(fn, args, kwargs)
-                with span:
-                    result = await fn(*args, **kwargs)
-                    span._record_result(result)
-                    return result
-
-            return cast("F", async_wrapper)
-
-        if inspect.isgeneratorfunction(fn):
-
-            @functools.wraps(fn)
-            def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
-                # The span is current only while the generator's own code runs: between items
-                # the caller's context must not see it (the caller may never resume it).
-                span = template._copy()
-                span._record_call(fn, args, kwargs)
-                span.start()
-                error: BaseException | None = None
-                try:
-                    gen = fn(*args, **kwargs)
-                    step: Callable[[Any], Any] = gen.send
-                    value: Any = None
-                    while True:
-                        try:
-                            item = _in_span(span, step, value)
-                        except StopIteration as stop:
-                            return stop.value
-                        step, value = gen.send, None
-                        span._record_item(item)
-                        try:
-                            value = yield item
-                        except GeneratorExit:
-                            _in_span(span, gen.close)
-                            raise
-                        except BaseException as exc:
-                            step, value = gen.throw, exc
-                except GeneratorExit:
-                    raise
-                except BaseException as exc:
-                    error = exc
-                    raise
-                finally:
-                    span.end(error)
-
-            return cast("F", gen_wrapper)
-
-        if inspect.isasyncgenfunction(fn):
-
-            @functools.wraps(fn)
-            async def agen_wrapper(*args: Any, **kwargs: Any) -> Any:
-                # As for generators: current only while the generator's own code runs.
-                span = template._copy()
-                span._record_call(fn, args, kwargs)
-                span.start()
-                error: BaseException | None = None
-                try:
-                    agen = fn(*args, **kwargs)
-                    step: Callable[[Any], Any] = agen.asend
-                    value: Any = None
-                    while True:
-                        previous = context.current_node()
-                        token = context.activate(span)
-                        try:
-                            item = await step(value)
-                        except StopAsyncIteration:
-                            return
-                        finally:
-                            context.restore(token, previous)
-                        step, value = agen.asend, None
-                        span._record_item(item)
-                        try:
-                            value = yield item
-                        except GeneratorExit:
-                            await agen.aclose()
-                            raise
-                        except BaseException as exc:
-                            step, value = agen.athrow, exc
-                except GeneratorExit:
-                    raise
-                except BaseException as exc:
-                    error = exc
-                    raise
-                finally:
-                    span.end(error)
-
-            return cast("F", agen_wrapper)
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            span = template._copy()
-            span._record_call(fn, args, kwargs)
-            with span:
-                result = fn(*args, **kwargs)
-                span._record_result(result)
-                return result
-
-        return cast("F", wrapper)
-
-
-def _in_span(span: Span, fn: Callable[..., T], *args: Any) -> T:
-    previous = context.current_node()
-    token = context.activate(span)
-    try:
-        return fn(*args)
-    finally:
-        context.restore(token, previous)
+        return decorate(self, fn)
 
 
 def _call_arguments(fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:

@@ -37,7 +37,8 @@ from typing import Any
 from .. import context
 from ..captured import CapturedEvent
 from ..export.posthog import delivering
-from ..spans import Span, Trace, _safe_str
+from ..records import _safe_str
+from ..spans import Span, Trace
 from .posthog_calls import MARKER, _brackets, _bypass, _state, bracketed
 
 __all__ = ["MARKER", "SUPPORTED_MAJOR", "install", "request_scope", "uninstall"]

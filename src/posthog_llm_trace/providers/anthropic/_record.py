@@ -220,10 +220,15 @@ def _wrap_async_create(original: Any) -> Any:
     return create
 
 
-#: Where ``MessageStreamManager`` / ``AsyncMessageStreamManager`` keep the request they make on
-#: ``__enter__``: ``messages.stream()`` posts itself, it does not go through ``create``.
-_SYNC_REQUEST = "_MessageStreamManager__api_request"
-_ASYNC_REQUEST = "_AsyncMessageStreamManager__api_request"
+def _request_attribute(manager: Any) -> str | None:
+    """Where a stream manager (``MessageStreamManager``, its async and beta twins) keeps the
+    request it makes on ``__enter__``: ``messages.stream()`` posts itself, not through
+    ``create``. A private, name-mangled attribute: None if a version has none."""
+    name: str
+    for name in vars(manager):
+        if name.endswith("__api_request"):
+            return name
+    return None
 
 
 def _wrap_stream(original: Any) -> Any:
@@ -233,11 +238,12 @@ def _wrap_stream(original: Any) -> Any:
     @functools.wraps(original)
     def stream(self: Any, *args: Any, **kwargs: Any) -> Any:
         manager = original(self, *args, **kwargs)
-        if not _patches.active:
+        if not _patches.active or not recording():  # checked again when the request is made
             return manager
-        request: Callable[[], Any] | None = getattr(manager, _SYNC_REQUEST, None)
-        if request is None:
+        attribute = _request_attribute(manager)
+        if attribute is None:
             return manager
+        request: Callable[[], Any] = getattr(manager, attribute)
 
         def traced_request() -> Any:
             if not _patches.active or not recording():
@@ -254,7 +260,7 @@ def _wrap_stream(original: Any) -> Any:
             _settle_safely(gen, owned, raw, True)
             return raw
 
-        setattr(manager, _SYNC_REQUEST, traced_request)
+        setattr(manager, attribute, traced_request)
         return manager
 
     return stream
@@ -277,11 +283,12 @@ def _wrap_async_stream(original: Any) -> Any:
     @functools.wraps(original)
     def stream(self: Any, *args: Any, **kwargs: Any) -> Any:
         manager = original(self, *args, **kwargs)
-        if not _patches.active:
+        if not _patches.active or not recording():  # checked again when the request is made
             return manager
-        request = getattr(manager, _ASYNC_REQUEST, None)
-        if request is None:
+        attribute = _request_attribute(manager)
+        if attribute is None:
             return manager
+        request = getattr(manager, attribute)
 
         async def traced_request() -> Any:
             if not _patches.active or not recording():
@@ -298,7 +305,7 @@ def _wrap_async_stream(original: Any) -> Any:
             _settle_safely(gen, owned, raw, True)
             return raw
 
-        setattr(manager, _ASYNC_REQUEST, _Deferred(traced_request))
+        setattr(manager, attribute, _Deferred(traced_request))
         return manager
 
     return stream
@@ -309,12 +316,20 @@ def patch() -> None:
     from anthropic.resources.messages import messages
 
     patches = _patches
-    patches.patch(messages.Messages, "create", _wrap_create)
-    patches.patch(messages.AsyncMessages, "create", _wrap_async_create)
-    patches.patch(messages.Messages, "parse", _wrap_create)
-    patches.patch(messages.AsyncMessages, "parse", _wrap_async_create)
-    patches.patch(messages.Messages, "stream", _wrap_stream)
-    patches.patch(messages.AsyncMessages, "stream", _wrap_async_stream)
+    resources: list[tuple[type, type]] = [(messages.Messages, messages.AsyncMessages)]
+    try:  # ``client.beta.messages``: the same calls, beta types of the same shape
+        from anthropic.resources.beta.messages import messages as beta
+    except ImportError:
+        pass
+    else:
+        resources.append((beta.Messages, beta.AsyncMessages))
+    for sync, async_ in resources:
+        patches.patch(sync, "create", _wrap_create)
+        patches.patch(async_, "create", _wrap_async_create)
+        patches.patch(sync, "parse", _wrap_create)
+        patches.patch(async_, "parse", _wrap_async_create)
+        patches.patch(sync, "stream", _wrap_stream)
+        patches.patch(async_, "stream", _wrap_async_stream)
     patches.active = True
 
 
