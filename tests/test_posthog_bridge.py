@@ -260,6 +260,59 @@ def test_a_langchain_run_tree_becomes_a_subtree_under_the_current_span(
     assert ai(wait_ai_events(capture_server, ph)) == []
 
 
+def _openai_chat_model(fake: FakeProvider) -> Any:
+    """A LangChain chat model that calls the real ``openai`` SDK underneath, as
+    langchain-openai's does."""
+    from langchain_core.language_models.chat_models import BaseChatModel
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, ChatResult
+
+    sdk = openai.OpenAI(base_url=fake.url + "/v1", api_key="x", max_retries=0)
+
+    class SdkChatModel(BaseChatModel):
+        @property
+        def _llm_type(self) -> str:
+            return "sdk-chat"
+
+        def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any):
+            reply = sdk.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": str(m.content)} for m in messages],
+            )
+            text = reply.choices[0].message.content or ""
+            return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+    return SdkChatModel()
+
+
+def test_a_langchain_model_over_an_instrumented_sdk_is_one_generation_in_its_chain(
+    ph: posthog.Posthog, fake: FakeProvider, capture_server: CaptureServer
+) -> None:
+    from langchain_core.prompts import ChatPromptTemplate
+    from posthog.ai.langchain import CallbackHandler
+
+    chain = ChatPromptTemplate.from_messages([("user", "{q}")]) | _openai_chat_model(fake)
+    with (
+        instrumented("posthog", "openai"),
+        capture_events() as events,
+        trace("agent", client=make_client(), distinct_id="u-7") as t,
+    ):
+        answer = chain.invoke({"q": "hello there"}, config={"callbacks": [CallbackHandler(ph)]})
+    assert answer.content == "echo: hello there"
+    [gen] = events.named("$ai_generation")  # not one from the SDK and one from LangChain
+    spans = {props(e)["$ai_span_name"]: e for e in events.named("$ai_span")}
+    root = spans["RunnableSequence"]
+    p = props(gen)
+    # In the LangChain subtree, under its chain; in our trace, under the request's user.
+    assert p["$ai_parent_id"] == props(root)["$ai_span_id"]
+    assert p["$ai_trace_id"] == t.id and gen["distinct_id"] == "u-7"
+    # Ours (the SDK call): HTTP status, base URL, stop reason; its token counts, once.
+    assert p["$ai_http_status"] == 200 and p["$ai_base_url"] == fake.url + "/v1"
+    assert p["$ai_stop_reason"] == "stop"
+    assert p["$ai_input_tokens"] > 0 and p["$ai_output_tokens"] > 0
+    assert ai(wait_ai_events(capture_server, ph)) == []
+
+
 # --- left alone ---------------------------------------------------------------------------------
 
 

@@ -40,6 +40,7 @@ from ..export.posthog import delivering
 from ..records import _safe_str
 from ..spans import Span, Trace
 from .posthog_calls import MARKER, _brackets, _bypass, _state, bracketed
+from .posthog_langchain import HANDLER_METHODS, bracket_for, wrap_end, wrap_start
 
 __all__ = ["MARKER", "SUPPORTED_MAJOR", "install", "request_scope", "uninstall"]
 
@@ -104,6 +105,11 @@ def install() -> None:
             cls = _find(module, cls_name)
             if cls is not None and callable(cls.__dict__.get(method)):
                 _patch(cls, method, functools.partial(bracketed, kind=kind, name=method))
+        handler = _find("posthog.ai.langchain.callbacks", "CallbackHandler")
+        if handler is not None:
+            for method, role in HANDLER_METHODS:
+                if callable(handler.__dict__.get(method)):
+                    _patch(handler, method, wrap_start if role == "start" else wrap_end)
         from .. import web
 
         if request_scope not in web.REQUEST_SCOPES:
@@ -195,6 +201,8 @@ def _take(client: Any, event: Any, kwargs: dict[str, Any]) -> tuple[bool, Any]:
         key = props[MARKER]
         kwargs["properties"] = {k: v for k, v in props.items() if k != MARKER}
         bracket = _brackets.pop(key, None)
+    elif isinstance(props, dict) and event == "$ai_generation":
+        bracket = bracket_for(props)  # an LLM run of the LangChain handler
     if type(event) is not str or event not in _EVENTS:
         _identify_for(kwargs)
         return False, None
