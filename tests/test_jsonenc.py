@@ -245,3 +245,20 @@ def test_replayed_events_are_written_as_they_were_read():
     event = _parse(line)
     assert event is not None
     assert dumps(event) == dumps_stdlib(event) == line.encode()
+
+
+def test_the_lean_encoder_gives_the_same_bytes_without_orjsons_large_buffer() -> None:
+    """Large batches are encoded under ``lean()``: same bytes, a transient of about twice the
+    output instead of orjson's eight times (what ``max_queue_bytes`` must not be dwarfed by)."""
+    from posthog_llm_trace import jsonenc
+
+    batch = [{"properties": {"$ai_input": [{"role": "user", "content": "é" * 500_000}]}}] * 2
+    with jsonenc.lean():
+        tracemalloc.start()
+        try:
+            encoded = jsonenc.dumps(batch)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert encoded == jsonenc.dumps_stdlib(batch) == jsonenc.dumps(batch)
+    assert peak < 3 * len(encoded)

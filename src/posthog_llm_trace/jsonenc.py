@@ -31,11 +31,13 @@ events.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import math
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["BACKEND", "ReprFloat", "canonical", "dumps", "dumps_stdlib", "json_float"]
@@ -108,6 +110,27 @@ def _float_text(value: float) -> str:
     return "Infinity" if value > 0 else "-Infinity"
 
 
+class _Lean(threading.local):
+    active = False
+
+
+_lean = _Lean()
+
+
+@contextlib.contextmanager
+def lean() -> Iterator[None]:
+    """Encode with the standard library in this thread for the block (the same bytes).
+
+    orjson's write buffer peaks at about eight times the JSON it produces: for a batch of
+    megabyte prompts that transient would dwarf the ``max_queue_bytes`` bound, so the exporter
+    encodes large batches this way; the standard library's peak is about twice the output."""
+    previous, _lean.active = _lean.active, True
+    try:
+        yield
+    finally:
+        _lean.active = previous
+
+
 def _load_orjson() -> Callable[[Any], bytes] | None:
     try:
         import orjson
@@ -126,6 +149,8 @@ def _load_orjson() -> Callable[[Any], bytes] | None:
         raise TypeError
 
     def dumps_orjson(value: Any) -> bytes:
+        if _lean.active:
+            return dumps_stdlib(value)
         try:
             encoded = encode(value, default, options)
         except TypeError:  # orjson.JSONEncodeError too: the standard library decides

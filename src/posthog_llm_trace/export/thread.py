@@ -43,6 +43,7 @@ carries its timestamp); a flush still waits for every batch taken before it, on 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import threading
@@ -51,6 +52,7 @@ import weakref
 from collections import deque
 from typing import Any, Protocol
 
+from ..jsonenc import lean
 from ..settings import Settings
 from ..stats import Stats
 from .base import Event, Render
@@ -91,6 +93,8 @@ class _Flush:
 MAX_BATCH_EVENTS = 500
 #: Most estimated content one batch takes (the transport's requests are at most 5 MiB of JSON).
 BATCH_BYTES = 4 * 1024 * 1024
+#: Batches holding more content than this are encoded with the lean encoder (jsonenc.lean).
+LEAN_BATCH_BYTES = 1024 * 1024
 #: The estimate for an item that cannot tell its size.
 DEFAULT_ITEM_BYTES = 1024
 
@@ -457,29 +461,33 @@ class BatchExporter:
         events: list[Event] = []
         sent_upto = 0  # events[:sent_upto] are accounted for by the transport
         failed = False
+        # Batches of large content are encoded with the lean encoder (see jsonenc.lean).
+        encoding = lean() if held_bytes > LEAN_BATCH_BYTES else contextlib.nullcontext()
         try:
-            for item, n, _ in entries:
-                try:
-                    rendered = self._render(item)
-                except Exception as exc:  # the core promises render never raises; count it
-                    self._stats.dropped("invalid", n, f"render failed: {type(exc).__name__}")
-                    continue
-                events.extend(rendered)
-            # The records are no longer needed: let their content go while the events are sent.
-            entries.clear()
-            step = self._max_batch
-            for start in range(0, len(events), step):
-                batch = events[start : start + step]
-                until = deadline
-                if until is None:
-                    until = time.monotonic() + retry_budget(self._settings)
-                try:
-                    ok = self._transport.send(batch, until)
-                except Exception as exc:  # a transport must not kill the worker
-                    self._stats.dropped("invalid", len(batch), f"transport {type(exc).__name__}")
-                    ok = False
-                sent_upto = start + len(batch)
-                failed = failed or not ok
+            with encoding:
+                for item, n, _ in entries:
+                    try:
+                        rendered = self._render(item)
+                    except Exception as exc:  # the core promises render never raises
+                        self._stats.dropped("invalid", n, f"render failed: {type(exc).__name__}")
+                        continue
+                    events.extend(rendered)
+                # The records are no longer needed: let their content go while the events go.
+                entries.clear()
+                step = self._max_batch
+                for start in range(0, len(events), step):
+                    batch = events[start : start + step]
+                    until = deadline
+                    if until is None:
+                        until = time.monotonic() + retry_budget(self._settings)
+                    try:
+                        ok = self._transport.send(batch, until)
+                    except Exception as exc:  # a transport must not kill the worker
+                        reason = f"transport {type(exc).__name__}"
+                        self._stats.dropped("invalid", len(batch), reason)
+                        ok = False
+                    sent_upto = start + len(batch)
+                    failed = failed or not ok
         except BaseException:
             # The thread is dying (SystemExit, KeyboardInterrupt...): no event leaves uncounted.
             self._stats.dropped("invalid", len(events) - sent_upto, "export thread stopped")
