@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from capture_server import CaptureServer
 
+import posthog_llm_trace as plt
 from posthog_llm_trace.settings import Layer, Settings, build_settings
+from tests.fake_provider import FakeProvider
 
 
 @pytest.fixture
@@ -34,3 +36,26 @@ def settings_for() -> Callable[..., Settings]:
 
 # End of the delivery layer (export) fixtures.
 # ---------------------------------------------------------------------------------------------
+
+
+# ---------------------------------------------------------------------------------------------
+# Provider SDK fixtures: the fake provider (OpenAI and Anthropic routes) and a clean slate of
+# instrumentation.
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeProvider]:
+    """The fake LLM provider on 127.0.0.1, for the real ``openai`` and ``anthropic`` clients."""
+    with FakeProvider() as provider:
+        yield provider
+
+
+@pytest.fixture
+def not_instrumented() -> Iterator[None]:
+    """Start uninstrumented: the framework's setup must be what instruments the SDK."""
+    before = plt.instrumented()
+    plt.uninstrument()
+    yield
+    plt.uninstrument()
+    if before:
+        plt.instrument(*before)

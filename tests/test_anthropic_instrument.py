@@ -46,12 +46,6 @@ NORMALISED_TOOLS = [
 CACHE = {"fake_cache": {"read": 100, "5m": 30, "1h": 20}}
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as provider:
-        yield provider
-
-
 @pytest.fixture(autouse=True)
 def instrumented() -> Iterator[None]:
     before = plt.instrumented()

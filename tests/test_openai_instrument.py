@@ -36,12 +36,6 @@ TOOLS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as provider:
-        yield provider
-
-
 @pytest.fixture(autouse=True)
 def instrumented() -> Iterator[None]:
     before = plt.instrumented()

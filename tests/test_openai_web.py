@@ -3,7 +3,7 @@ SDK client, the request's trace gets the generation, with the request's user."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import openai
@@ -25,23 +25,6 @@ from tests.django_app.fixtures import (  # noqa: F401  (fixtures)
     wsgi_server,
 )
 from tests.fake_provider import FakeProvider
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as provider:
-        yield provider
-
-
-@pytest.fixture
-def not_instrumented() -> Iterator[None]:
-    """Start uninstrumented: the framework's setup must be what instruments the SDK."""
-    before = plt.instrumented()
-    plt.uninstrument()
-    yield
-    plt.uninstrument()
-    if before:
-        plt.instrument(*before)
 
 
 def one_trace_with_one_generation(events: CapturedEvents) -> tuple[dict[str, Any], dict[str, Any]]:

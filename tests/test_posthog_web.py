@@ -31,12 +31,6 @@ from tests.fake_provider import FakeProvider
 from tests.posthog_support import instrumented, posthog_client, wait_ai_events
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with FakeProvider() as provider:
-        yield provider
-
-
 @pytest.fixture
 def ph(capture_server: CaptureServer) -> Iterator[posthog.Posthog]:
     client = posthog_client(capture_server)
