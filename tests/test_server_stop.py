@@ -105,7 +105,7 @@ def test_a_plain_process_stopped_by_sigterm_flushes_and_still_dies_by_sigterm(
 def test_an_application_signal_handler_is_kept(tmp_path: Path) -> None:
     script = tmp_path / "app.py"
     script.write_text(
-        "import signal, sys\n"
+        "import signal, sys, time\n"
         "def mine(signum, frame):\n"
         "    print('mine', flush=True)\n"
         "    sys.exit(3)\n"
@@ -116,7 +116,11 @@ def test_an_application_signal_handler_is_kept(tmp_path: Path) -> None:
         "    pass\n"
         "assert signal.getsignal(signal.SIGTERM) is mine\n"
         "print('ready', flush=True)\n"
-        "signal.pause()\n"
+        # Not signal.pause(): the kernel may deliver the signal to an export thread, and
+        # pause() in the main thread would then never return. Python runs the handler in the
+        # main thread between two sleeps.
+        "while True:\n"
+        "    time.sleep(0.05)\n"
     )
     with CaptureServer() as capture:
         process = subprocess.Popen(
