@@ -159,3 +159,40 @@ def test_the_handler_is_installed_only_from_the_main_thread_and_only_over_the_de
         "assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, 'not installed'\n"
     )
     subprocess.run([sys.executable, str(script)], check=True, timeout=60)
+
+
+def test_process_signals_reach_the_application_not_our_threads(tmp_path: Path) -> None:
+    """Our threads start with SIGTERM & co blocked (Linux shows each thread's mask), so a main
+    thread waiting in ``signal.pause()`` is the one woken, and its handler runs."""
+    script = tmp_path / "pause.py"
+    script.write_text(
+        "import signal, sys, threading\n"
+        "def mine(signum, frame):\n"
+        "    sys.exit(3)\n"
+        "signal.signal(signal.SIGTERM, mine)\n"
+        "from posthog_llm_trace import configure, generation\n"
+        "configure()\n"
+        "with generation('step', model='m', provider='p', input='hi'):\n"
+        "    pass\n"
+        "ours = [t for t in threading.enumerate() if t.name.startswith('posthog-llm-trace')]\n"
+        "assert ours, 'no export thread started'\n"
+        "for t in ours:\n"
+        "    status = open(f'/proc/self/task/{t.native_id}/status').read()\n"
+        "    blocked = int(status.split('SigBlk:')[1].split()[0], 16)\n"
+        "    assert blocked & (1 << (signal.SIGTERM - 1)), f'{t.name} can take SIGTERM'\n"
+        "print('ready', flush=True)\n"
+        "signal.pause()\n"
+    )
+    with CaptureServer() as capture:
+        process = subprocess.Popen(
+            [sys.executable, str(script)],
+            env=server_env(capture.url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        assert process.stdout is not None
+        first = process.stdout.readline().strip()
+        assert first == b"ready", first + process.stdout.read()
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=30)
+        assert process.returncode == 3, out

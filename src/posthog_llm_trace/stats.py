@@ -18,6 +18,8 @@ import time
 import weakref
 from collections.abc import Iterator
 
+from .threads import start_quiet
+
 __all__ = ["DROP_REASONS", "Stats"]
 
 logger = logging.getLogger("posthog_llm_trace")
@@ -101,7 +103,7 @@ class Stats:
         timer = threading.Timer(wait, self._deferred_log)
         timer.daemon = True
         try:
-            timer.start()
+            start_quiet(timer)
         except RuntimeError:  # at interpreter exit; the exit flush logs what is left
             return None
         return timer

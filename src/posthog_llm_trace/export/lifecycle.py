@@ -34,6 +34,8 @@ import time
 from types import FrameType
 from typing import Any
 
+from ..threads import start_quiet
+
 __all__ = ["ensure_stop_hooks", "stop_now"]
 
 logger = logging.getLogger("posthog_llm_trace")
@@ -85,7 +87,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     # that the interrupted code holds.
     worker = threading.Thread(target=stop_now, name="posthog-llm-trace-stop", daemon=True)
     try:
-        worker.start()
+        start_quiet(worker)
     except RuntimeError:  # pragma: no cover - no new threads at interpreter shutdown
         stop_now()
     else:

@@ -55,6 +55,7 @@ from typing import Any, Protocol
 from ..jsonenc import lean
 from ..settings import Settings
 from ..stats import Stats
+from ..threads import start_quiet
 from .base import Event, Render
 from .http import retry_budget
 
@@ -334,7 +335,7 @@ class BatchExporter:
                     target=self._run, name="posthog-llm-trace-export", daemon=True
                 )
                 try:
-                    thread.start()
+                    start_quiet(thread)
                 except RuntimeError:  # "can't create new thread at interpreter shutdown"
                     break
                 self._threads.append(thread)
