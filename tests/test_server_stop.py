@@ -102,6 +102,22 @@ def test_a_plain_process_stopped_by_sigterm_flushes_and_still_dies_by_sigterm(
         assert capture.event_count == 8  # 4 generations, each in its own trace
 
 
+def _ready_then_sigterm(script: Path, capture: CaptureServer) -> tuple[int, bytes]:
+    """Run ``script`` until it prints ``ready``, send it SIGTERM; its exit code and output."""
+    process = subprocess.Popen(
+        [sys.executable, str(script)],
+        env=server_env(capture.url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    first = process.stdout.readline().strip()
+    assert first == b"ready", first + process.stdout.read()
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=30)
+    return process.returncode, out
+
+
 def test_an_application_signal_handler_is_kept(tmp_path: Path) -> None:
     script = tmp_path / "app.py"
     script.write_text(
@@ -123,17 +139,8 @@ def test_an_application_signal_handler_is_kept(tmp_path: Path) -> None:
         "    time.sleep(0.05)\n"
     )
     with CaptureServer() as capture:
-        process = subprocess.Popen(
-            [sys.executable, str(script)],
-            env=server_env(capture.url),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == b"ready"
-        process.send_signal(signal.SIGTERM)
-        out, _ = process.communicate(timeout=30)
-        assert process.returncode == 3, out
+        returncode, out = _ready_then_sigterm(script, capture)
+        assert returncode == 3, out
         assert b"mine" in out
         assert capture.event_count == 2  # its sys.exit() ran atexit, which flushed
 
@@ -184,15 +191,5 @@ def test_process_signals_reach_the_application_not_our_threads(tmp_path: Path) -
         "signal.pause()\n"
     )
     with CaptureServer() as capture:
-        process = subprocess.Popen(
-            [sys.executable, str(script)],
-            env=server_env(capture.url),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        assert process.stdout is not None
-        first = process.stdout.readline().strip()
-        assert first == b"ready", first + process.stdout.read()
-        process.send_signal(signal.SIGTERM)
-        out, _ = process.communicate(timeout=30)
-        assert process.returncode == 3, out
+        returncode, out = _ready_then_sigterm(script, capture)
+        assert returncode == 3, out
