@@ -177,8 +177,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rates (smoke run)")
     args = parser.parse_args()
     props = make_properties(1000)
-    ours_rates = [20_000, 30_000] if args.quick else list(range(15_000, 60_001, 5_000))
-    theirs_rates = [2_000, 4_000] if args.quick else list(range(2_000, 12_001, 1_000))
+    ours_rates = [20_000, 30_000] if args.quick else list(range(15_000, 100_001, 5_000))
+    theirs_rates = [2_000, 4_000] if args.quick else list(range(2_000, 30_001, 1_000))
     print(f"sustained rates, {SECONDS:.0f} s per step, load average {_load()}")
     server = ServerProcess()
     try:

@@ -52,17 +52,29 @@ def _forget_ai_lane_fallbacks() -> Iterator[None]:
     http_module._AI_LANE_MISSING.clear()
 
 
+#: The tests below run twice: with events as dicts (the sync exporter, the Celery task, replay)
+#: and encoded by the transport first, as the background exporter hands them over.
+FORMS = pytest.mark.parametrize("form", ["dicts", "encoded"])
+
+
+def given(transport: HttpTransport, events: list[dict[str, Any]], form: str) -> list[Any]:
+    return list(events) if form == "dicts" else transport.encode(events)
+
+
 def far() -> float:
     return time.monotonic() + 30
 
 
-def test_posts_a_posthog_batch_with_gzip(capture_server: CaptureServer, settings_for: SettingsFor):
+@FORMS
+def test_posts_a_posthog_batch_with_gzip(
+    capture_server: CaptureServer, settings_for: SettingsFor, form: str
+):
     stats = Stats()
     transport = HttpTransport(settings_for(capture_server), stats)
     events = events_of(3)
     before = datetime.now(UTC)
 
-    assert transport.send(events, far()) is True
+    assert transport.send(given(transport, events, form), far()) is True
 
     [request] = capture_server.requests
     assert request.path == "/batch/"
@@ -288,15 +300,16 @@ def test_retry_after_beyond_the_deadline_gives_up_at_once(
     assert stats.snapshot()["dropped_retries_exhausted"] == 1
 
 
+@FORMS
 def test_a_413_batch_is_split_until_it_fits(
-    capture_server: CaptureServer, settings_for: SettingsFor
+    capture_server: CaptureServer, settings_for: SettingsFor, form: str
 ):
     capture_server.max_body_bytes = 6_000
     stats = Stats()
     transport = HttpTransport(settings_for(capture_server, gzip=False), stats)
     events = events_of(16, payload="p" * 900)  # ~1 KB each: ~17 KB in one body
 
-    assert transport.send(events, far())
+    assert transport.send(given(transport, events, form), far())
 
     assert 413 in [r.status for r in capture_server.requests]
     assert sorted(capture_server.uuids()) == sorted(e["uuid"] for e in events)
@@ -305,8 +318,9 @@ def test_a_413_batch_is_split_until_it_fits(
     assert stats.snapshot()["dropped"] == 0
 
 
+@FORMS
 def test_one_oversized_event_does_not_sink_its_batch(
-    capture_server: CaptureServer, settings_for: SettingsFor
+    capture_server: CaptureServer, settings_for: SettingsFor, form: str
 ):
     capture_server.max_event_bytes = 4_000
     stats = Stats()
@@ -314,7 +328,7 @@ def test_one_oversized_event_does_not_sink_its_batch(
     events = events_of(9, payload="small")
     events.insert(4, events_of(1, payload="x" * 10_000)[0])
 
-    assert transport.send(events, far()) is False
+    assert transport.send(given(transport, events, form), far()) is False
 
     expected = [e["uuid"] for e in events if len(e["properties"]["$ai_input"]) < 100]
     assert sorted(capture_server.uuids()) == sorted(expected)
@@ -334,8 +348,9 @@ def shrink_payload(event: dict[str, Any], budget: int) -> dict[str, Any] | None:
     return smaller
 
 
+@FORMS
 def test_a_refused_single_event_is_shrunk_and_sent(
-    capture_server: CaptureServer, settings_for: SettingsFor
+    capture_server: CaptureServer, settings_for: SettingsFor, form: str
 ):
     capture_server.max_event_bytes = 8_000
     calls: list[int] = []
@@ -348,7 +363,7 @@ def test_a_refused_single_event_is_shrunk_and_sent(
     transport = HttpTransport(settings_for(capture_server), stats, shrink=shrink)
     big = events_of(1, payload="y" * 12_000)[0]
 
-    assert transport.send([big], far())
+    assert transport.send(given(transport, [big], form), far())
 
     [received] = capture_server.events
     assert received["uuid"] == big["uuid"]
@@ -357,19 +372,21 @@ def test_a_refused_single_event_is_shrunk_and_sent(
     assert stats.snapshot()["sent"] == 1
 
 
+@FORMS
 def test_a_shrink_that_cannot_help_counts_too_large(
-    capture_server: CaptureServer, settings_for: SettingsFor
+    capture_server: CaptureServer, settings_for: SettingsFor, form: str
 ):
     capture_server.max_event_bytes = 3_000
     stats = Stats()
     transport = HttpTransport(settings_for(capture_server), stats, shrink=lambda e, b: None)
-    assert transport.send(events_of(1, payload="z" * 5_000), far()) is False
+    assert transport.send(given(transport, events_of(1, payload="z" * 5_000), form), far()) is False
     assert stats.snapshot()["dropped_too_large"] == 1
     assert capture_server.event_count == 0
 
 
+@FORMS
 def test_an_event_over_max_event_bytes_is_shrunk_before_sending(
-    capture_server: CaptureServer, settings_for: SettingsFor
+    capture_server: CaptureServer, settings_for: SettingsFor, form: str
 ):
     budgets: list[int] = []
 
@@ -379,15 +396,17 @@ def test_an_event_over_max_event_bytes_is_shrunk_before_sending(
 
     settings = settings_for(capture_server, max_event_bytes=5_000)
     transport = HttpTransport(settings, Stats(), shrink=shrink)
-    assert transport.send(events_of(1, payload="w" * 20_000) + events_of(2), far())
+    events = events_of(1, payload="w" * 20_000) + events_of(2)
+    assert transport.send(given(transport, events, form), far())
     assert budgets == [5_000]
     # Shrunk client-side: the server never had to refuse anything.
     assert [r.status for r in capture_server.requests] == [200]
     assert capture_server.event_count == 3
 
 
+@FORMS
 def test_non_latin_text_is_measured_and_sent_as_utf8(
-    capture_server: CaptureServer, settings_for: SettingsFor
+    capture_server: CaptureServer, settings_for: SettingsFor, form: str
 ):
     text = "日本語のテキストです。" * 200  # 6,600 bytes of UTF-8; 13,200 once \u-escaped
     budgets: list[int] = []
@@ -398,56 +417,64 @@ def test_non_latin_text_is_measured_and_sent_as_utf8(
 
     settings = settings_for(capture_server, max_event_bytes=8_000)
     transport = HttpTransport(settings, Stats(), shrink=shrink)
-    assert transport.send(events_of(1, payload=text), far())
+    assert transport.send(given(transport, events_of(1, payload=text), form), far())
     assert budgets == [], "an event within budget in UTF-8 must not be shrunk"
     assert capture_server.events[0]["properties"]["$ai_input"] == text
 
 
+@FORMS
 def test_a_lone_surrogate_does_not_sink_the_batch(
-    capture_server: CaptureServer, settings_for: SettingsFor
+    capture_server: CaptureServer, settings_for: SettingsFor, form: str
 ):
     events = events_of(3)
     events[1]["properties"]["$ai_input"] = "bad \ud800 text"
     stats = Stats()
-    assert HttpTransport(settings_for(capture_server), stats).send(events, far())
+    transport = HttpTransport(settings_for(capture_server), stats)
+    assert transport.send(given(transport, events, form), far())
     assert capture_server.events[1]["properties"]["$ai_input"] == "bad \ufffd text"
     assert stats.snapshot()["sent"] == 3
 
 
+@FORMS
 def test_large_batches_are_split_under_five_mib(
-    capture_server: CaptureServer, settings_for: SettingsFor
+    capture_server: CaptureServer, settings_for: SettingsFor, form: str
 ):
     settings = settings_for(capture_server, ai_endpoint=True)
     transport = HttpTransport(settings, Stats())
     events = events_of(6, payload="q" * 1_200_000)  # 7.2 MB: allowed per event on the AI lane
-    assert transport.send(events, far())
+    assert transport.send(given(transport, events, form), far())
     requests = capture_server.requests
     assert len(requests) == 2
     assert all(r.path == "/i/v0/ai/batch/" and r.events <= 4 for r in requests)
     assert capture_server.event_count == 6
 
 
+@FORMS
 def test_ai_endpoint_carries_ai_events_and_batch_the_rest(
-    capture_server: CaptureServer, settings_for: SettingsFor
+    capture_server: CaptureServer, settings_for: SettingsFor, form: str
 ):
     transport = HttpTransport(settings_for(capture_server, ai_endpoint=True), Stats())
     ai = events_of(3)
     custom = events_of(2, name="signed_up")
-    assert transport.send(ai[:2] + custom + ai[2:], far())
+    assert transport.send(given(transport, ai[:2] + custom + ai[2:], form), far())
     by_path = {r.path: r.events for r in capture_server.requests}
     # A non-AI event on the AI lane would make PostHog refuse the whole request.
     assert by_path == {"/i/v0/ai/batch/": 3, "/batch/": 2}
 
 
+@FORMS
 def test_ai_endpoint_404_falls_back_to_batch_for_good(
-    capture_server: CaptureServer, settings_for: SettingsFor, caplog: pytest.LogCaptureFixture
+    capture_server: CaptureServer,
+    settings_for: SettingsFor,
+    form: str,
+    caplog: pytest.LogCaptureFixture,
 ):
     capture_server.ai_endpoint_missing = True
     stats = Stats()
     transport = HttpTransport(settings_for(capture_server, ai_endpoint=True), stats)
     with caplog.at_level(logging.WARNING, logger="posthog_llm_trace"):
-        assert transport.send(events_of(2), far())
-        assert transport.send(events_of(2), far())
+        assert transport.send(given(transport, events_of(2), form), far())
+        assert transport.send(given(transport, events_of(2), form), far())
     assert [(r.path, r.status) for r in capture_server.requests] == [
         ("/i/v0/ai/batch/", 404),
         ("/batch/", 200),
@@ -533,3 +560,44 @@ def test_the_api_key_never_reaches_logs_or_reprs(
     assert key not in caplog.text
     assert key not in repr(transport)
     assert key not in repr(settings)
+
+
+def test_an_encoded_event_is_shrunk_with_its_floats_as_they_were_written(
+    capture_server: CaptureServer, settings_for: SettingsFor
+):
+    """An encoded event over the limit is decoded for the shrink: its floats come back as the
+    ReprFloats they were, so the smaller event encodes them as the original did."""
+    from posthog_llm_trace.jsonenc import ReprFloat, dumps_stdlib, json_float
+
+    seen: list[Any] = []
+
+    def shrink(event: dict[str, Any], budget: int) -> dict[str, Any] | None:
+        seen.append(event["properties"]["$ai_latency"])
+        return shrink_payload(event, budget)
+
+    transport = HttpTransport(settings_for(capture_server, max_event_bytes=5_000), Stats(), shrink)
+    [big] = events_of(1, payload="w" * 20_000)
+    big["properties"]["$ai_latency"] = json_float(3.2e-06)
+    [encoded] = transport.encode([big])
+    assert encoded == ("$ai_generation", dumps_stdlib(big))
+
+    assert transport.send([encoded], far())
+    assert [type(v) for v in seen] == [ReprFloat] and seen == [3.2e-06]
+    [received] = capture_server.events
+    assert received["properties"]["$ai_input"].endswith("[truncated]")
+    assert received["properties"]["$ai_latency"] == 3.2e-06
+
+
+def test_what_cannot_be_encoded_stays_a_dict_and_is_counted_at_send(
+    capture_server: CaptureServer, settings_for: SettingsFor
+):
+    stats = Stats()
+    transport = HttpTransport(settings_for(capture_server), stats)
+    events = events_of(3)
+    events[1]["properties"]["bad"] = object()
+    encoded = transport.encode(events)
+    assert [type(e) for e in encoded] == [tuple, dict, tuple]
+
+    assert transport.send(encoded, far()) is False
+    assert sorted(capture_server.uuids()) == sorted([events[0]["uuid"], events[2]["uuid"]])
+    assert stats.snapshot()["sent"] == 2 and stats.snapshot()["dropped_invalid"] == 1

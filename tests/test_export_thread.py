@@ -421,3 +421,53 @@ def test_the_exit_flush_is_bounded_and_says_what_it_left(
     assert "5 events were not delivered at exit" in done.stderr
     assert elapsed < 10  # 1 s exit budget plus interpreter start-up, generously
     assert capture_server.event_count == 0
+
+
+def test_each_trace_is_encoded_as_it_is_mapped_and_large_content_without_orjsons_buffer(
+    capture_server: CaptureServer, settings_for: SettingsFor, exporters: list[BatchExporter]
+):
+    """The workers hold JSON, not mapped dicts, through the round trip; a record whose content
+    is large is encoded with the lean encoder (orjson's transient is ~8x its longest string)."""
+    from dataclasses import dataclass
+
+    from posthog_llm_trace import jsonenc
+    from posthog_llm_trace.export.thread import LEAN_ITEM_BYTES
+
+    @dataclass
+    class SizedItem:  # what render_simple reads, and the size the core's records report
+        uuids: tuple[str, ...]
+        payload: str
+        approx_bytes: int
+        name: str = "$ai_generation"
+        distinct_id: str = "user-1"
+
+        @property
+        def event_count(self) -> int:
+            return len(self.uuids)
+
+    lean_at_encode: list[bool] = []
+    handed: list[type] = []
+
+    class Recording(HttpTransport):
+        def encode(self, events: list[dict[str, Any]]) -> list[Any]:
+            lean_at_encode.append(jsonenc._lean.active)
+            return super().encode(events)
+
+        def send(self, events: Any, deadline: float) -> bool:
+            handed.extend(type(e) for e in events)
+            return super().send(events, deadline)
+
+    settings = settings_for(capture_server, flush_at=100, flush_interval=60)
+    stats = Stats()
+    exporter = BatchExporter(render_simple, Recording(settings, stats), settings, stats)
+    exporters.append(exporter)
+    [small] = make_items(1, per_item=2, payload="small")
+    [large] = make_items(1, payload="L" * (LEAN_ITEM_BYTES + 1))
+    exporter.submit(SizedItem(small.uuids, small.payload, 2_000))
+    exporter.submit(SizedItem(large.uuids, large.payload, LEAN_ITEM_BYTES + 600))
+    assert exporter.flush(10)
+
+    assert lean_at_encode == [False, True]
+    assert handed == [tuple, tuple, tuple]
+    assert sorted(capture_server.uuids()) == sorted(small.uuids + large.uuids)
+    assert max(len(e["properties"]["$ai_input"]) for e in capture_server.events) > LEAN_ITEM_BYTES

@@ -20,7 +20,6 @@ computed ``$ai_*`` key.
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import json
 import logging
 import math
@@ -62,8 +61,9 @@ AI_STRING_LIMIT = 8 * 1024 * 1024 - 64 * 1024
 def iso(ts: float) -> str:
     """Epoch seconds as ISO-8601 UTC with milliseconds, the form PostHog's SDKs send."""
     # datetime.fromtimestamp's own rounding (to the microsecond, half to even), then the
-    # milliseconds truncated as isoformat() does; the date and time of day are formatted once
-    # per second, since a process's events crowd into the same few seconds.
+    # milliseconds truncated as isoformat() does. The date and time of day are formatted once
+    # per second (a process's events crowd into the same few seconds) and the milliseconds
+    # come from a table: this runs for every event on the export thread.
     frac, whole = math.modf(ts)
     micros = round(frac * 1e6)
     if micros >= 1_000_000:
@@ -72,12 +72,22 @@ def iso(ts: float) -> str:
     elif micros < 0:
         whole -= 1.0
         micros += 1_000_000
-    return f"{_second_text(int(whole))}.{micros // 1000:03d}Z"
+    second = int(whole)
+    last = _last_second
+    if last[0] != second:
+        last = _remember_second(second)
+    return last[1] + _MILLIS[micros // 1000]
 
 
-@functools.lru_cache(maxsize=64)
-def _second_text(second: int) -> str:
-    return _dt.datetime.fromtimestamp(second, _dt.UTC).replace(tzinfo=None).isoformat()
+def _remember_second(second: int) -> tuple[int, str]:
+    global _last_second
+    text = _dt.datetime.fromtimestamp(second, _dt.UTC).replace(tzinfo=None).isoformat()
+    _last_second = (second, text)  # one tuple, swapped whole: safe across threads
+    return _last_second
+
+
+_last_second: tuple[int, str] = (-(2**63), "")
+_MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
 
 
 def render(

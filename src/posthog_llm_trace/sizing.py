@@ -49,12 +49,13 @@ def _size(value: Any, depth: int) -> int:
         return _SCALAR
     if depth >= _MAX_DEPTH:
         return _OTHER
+    # Strings, the usual leaves, are counted in the loops rather than by a call each.
     if kind is dict:
         n = len(value)
         total = 0
         for seen, (key, item) in enumerate(value.items(), 1):
             total += (len(key) if type(key) is str else _SCALAR) + 4
-            total += _size(item, depth + 1)
+            total += len(item) + 2 if type(item) is str else _size(item, depth + 1)
             if seen == _MAX_ITEMS:
                 return total * n // seen
         return total + 2
@@ -62,7 +63,7 @@ def _size(value: Any, depth: int) -> int:
         n = len(value)
         total = 0
         for seen, item in enumerate(value, 1):
-            total += _size(item, depth + 1) + 1
+            total += (len(item) + 2 if type(item) is str else _size(item, depth + 1)) + 1
             if seen == _MAX_ITEMS:
                 return total * n // seen
         return total + 2

@@ -8,8 +8,10 @@ reason of an :meth:`~HttpTransport.abort`: ``shutdown`` / ``at_exit``).
 Wire behaviour (see ``research/posthog.md`` section 2):
 
 - Body ``{"api_key", "batch", "sent_at"}``; ``sent_at`` is stamped at send time on every attempt
-  because the server corrects clock skew with it. A batch is serialised with one encoder call; a
-  retry only re-stamps ``sent_at`` (and gzips the body again: see :class:`_Body`).
+  because the server corrects clock skew with it. A batch of dicts is serialised with one encoder
+  call; the background exporter hands over events it had :meth:`~HttpTransport.encode` serialise
+  as each trace was mapped (see :data:`Encoded`). A retry only re-stamps ``sent_at`` (and gzips
+  the body again: see :class:`_Body`).
 - gzip with ``Content-Encoding: gzip`` when ``settings.gzip``, at level 2: on ~1 KB LLM events
   it shrinks bodies about 4x for ~9 us per event on a small VM, where level 6 gets 5x for ~34 us
   (measured with ``bench/bench_export.py``'s events); CPU on the web host is dearer than bytes.
@@ -74,6 +76,7 @@ __all__ = [
     "AI_PATH",
     "BATCH_PATH",
     "MAX_BODY_BYTES",
+    "Encoded",
     "HttpTransport",
     "parse_retry_after",
     "retry_budget",
@@ -108,6 +111,16 @@ _STALE_CONNECTION_ERRORS = (
 # Compact UTF-8 JSON (orjson when installed, the same bytes as the standard library's): see
 # jsonenc. Raises TypeError, ValueError or RecursionError for what is not JSON.
 _encode = jsonenc.dumps
+
+#: An event already serialised: ``(event name, its JSON)``. The background exporter encodes each
+#: trace's events as soon as they are mapped and holds only these through the round trip: a tuple
+#: of a string and bytes is one small object the garbage collector stops tracking, where the
+#: mapped dicts are a dozen tracked containers per event that a queue of thousands would promote
+#: to the oldest generation (rescanned by every full collection). The dict is rebuilt only for
+#: the rare event that must be shrunk.
+Encoded = tuple[str, bytes]
+#: What :meth:`HttpTransport.send` takes: events as dicts, encoded, or both.
+Outgoing = Event | Encoded
 
 
 # Hosts whose AI lane answered 404: they get /batch/ for the rest of the process.
@@ -244,7 +257,7 @@ class HttpTransport:
 
     # --- public API
 
-    def send(self, events: Sequence[Event], deadline: float) -> bool:
+    def send(self, events: Sequence[Outgoing], deadline: float) -> bool:
         """Deliver ``events``, retrying until ``deadline`` (a ``time.monotonic()`` value).
 
         Returns True when every event was accepted by the server. Never raises: every event is
@@ -263,6 +276,17 @@ class HttpTransport:
             logger.error("posthog-llm-trace transport failed: %s", type(exc).__name__)
             self._drop("invalid", tally, tally.left, f"internal error {type(exc).__name__}")
             return False
+
+    def encode(self, events: list[Event]) -> list[Outgoing]:
+        """``events`` serialised one by one for a later :meth:`send`, the same bytes as a batch
+        of dicts would be. What cannot be serialised stays a dict, for :meth:`send` to count."""
+        out: list[Outgoing] = []
+        for event in events:
+            try:
+                out.append((str(event.get("event")), _encode(event)))
+            except (TypeError, ValueError, RecursionError):
+                out.append(event)
+        return out
 
     def abort(self, reason: str = "shutdown") -> None:
         """Stop sending now: cut any backoff short, interrupt requests in flight, and count the
@@ -297,10 +321,14 @@ class HttpTransport:
     def _use_ai_lane(self) -> bool:
         return self._settings.ai_endpoint and self._host_key not in _AI_LANE_MISSING
 
-    def _send(self, events: Sequence[Event], deadline: float, tally: _Tally) -> bool:
+    def _send(self, events: Sequence[Outgoing], deadline: float, tally: _Tally) -> bool:
+        ai: list[Outgoing]
+        plain: list[Outgoing]
         if self._use_ai_lane():
-            ai = [e for e in events if e.get("event") in AI_EVENTS]
-            plain = [e for e in events if e.get("event") not in AI_EVENTS]
+            ai, plain = [], []
+            for e in events:
+                name = e[0] if isinstance(e, tuple) else e.get("event")
+                (ai if name in AI_EVENTS else plain).append(e)
         else:
             ai, plain = [], list(events)
         ok = True
@@ -310,24 +338,31 @@ class HttpTransport:
             ok = self._send_lane(plain, False, deadline, tally) and ok
         return ok and tally.left == 0
 
-    def _send_lane(self, events: list[Event], ai: bool, deadline: float, tally: _Tally) -> bool:
+    def _send_lane(self, events: list[Outgoing], ai: bool, deadline: float, tally: _Tally) -> bool:
         limit = max(self._settings.max_event_bytes, AI_MAX_EVENT_BYTES if ai else 0)
-        # The common case: one encoder call for the whole batch (much cheaper than one per
-        # event). When the whole batch is within the per-event limit, so is every event in it.
-        try:
-            array: bytes | None = _encode(events)
-        except (TypeError, ValueError, RecursionError):
-            array = None
-        if array is not None and len(array) <= min(limit, MAX_BODY_BYTES):
-            return self._deliver(_Chunk(events, None, array), ai, deadline, tally)
+        if events and all(type(e) is tuple for e in events):
+            # Encoded by the exporter already: the common case when they all fit.
+            parts = [e[1] for e in events]  # type: ignore[index]
+            size = sum(map(len, parts)) + len(parts) + 1
+            if size <= MAX_BODY_BYTES and max(map(len, parts)) <= limit:
+                return self._deliver(_Chunk(events, parts), ai, deadline, tally)
+        elif not any(type(e) is tuple for e in events):
+            # Dicts: one encoder call for the whole batch (much cheaper than one per event).
+            # When the whole batch is within the per-event limit, so is every event in it.
+            try:
+                array: bytes | None = _encode(events)
+            except (TypeError, ValueError, RecursionError):
+                array = None
+            if array is not None and len(array) <= min(limit, MAX_BODY_BYTES):
+                return self._deliver(_Chunk(events, None, array), ai, deadline, tally)
 
         # Otherwise event by event: isolate what cannot be serialised, shrink what is too large
         # for the server (it would refuse the whole request), and split into request-sized chunks.
-        fitting: list[tuple[Event, bytes]] = []
+        fitting: list[tuple[Outgoing, bytes]] = []
         ok = True
         for event in events:
             try:
-                encoded = _encode(event)
+                encoded = event[1] if type(event) is tuple else _encode(event)
             except (TypeError, ValueError, RecursionError) as exc:
                 self._drop("invalid", tally, 1, f"not JSON-serialisable: {type(exc).__name__}")
                 ok = False
@@ -345,12 +380,15 @@ class HttpTransport:
             ok = self._deliver(chunk, ai, deadline, tally) and ok
         return ok
 
-    def _shrunk(self, event: Event, budget: int) -> bytes | None:
+    def _shrunk(self, event: Outgoing, budget: int) -> bytes | None:
         """The JSON of a smaller version of ``event`` that fits ``budget``, or None."""
         if self._shrink is None:
             return None
         try:
-            smaller = self._shrink(event, budget)
+            if type(event) is tuple:
+                # Decoded with its floats as they were written, so that they encode alike.
+                event = jsonenc.canonical(json.loads(event[1]))
+            smaller = self._shrink(event, budget)  # type: ignore[arg-type]
             if smaller is None:
                 return None
             encoded = _encode(smaller)
@@ -606,7 +644,7 @@ class _Chunk:
 
     def __init__(
         self,
-        events: list[Event],
+        events: list[Outgoing],
         encoded: list[bytes] | None = None,
         array: bytes | None = None,
     ) -> None:
@@ -653,11 +691,11 @@ class _Body:
         return zlib.compress(body, GZIP_LEVEL, 31)
 
 
-def _chunks(pairs: list[tuple[Event, bytes]]) -> list[list[tuple[Event, bytes]]]:
+def _chunks(pairs: list[tuple[Outgoing, bytes]]) -> list[list[tuple[Outgoing, bytes]]]:
     """Split into request-sized chunks: at most ``MAX_BODY_BYTES`` of JSON each (a single larger
     event, possible on the AI lane, travels alone)."""
-    chunks: list[list[tuple[Event, bytes]]] = []
-    current: list[tuple[Event, bytes]] = []
+    chunks: list[list[tuple[Outgoing, bytes]]] = []
+    current: list[tuple[Outgoing, bytes]] = []
     size = 256  # the envelope: api_key, sent_at, brackets
     for pair in pairs:
         n = len(pair[1]) + 1

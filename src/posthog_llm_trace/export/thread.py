@@ -56,7 +56,7 @@ from ..jsonenc import lean
 from ..settings import Settings
 from ..stats import Stats
 from ..threads import start_quiet
-from .base import Event, Render
+from .base import Render
 from .http import retry_budget
 
 __all__ = ["BATCH_BYTES", "MAX_BATCH_EVENTS", "BatchExporter", "Transport"]
@@ -68,9 +68,11 @@ class Transport(Protocol):
     """What the exporters need from a transport (:class:`~.http.HttpTransport` is one).
 
     ``send`` accounts for every event it is given (``sent`` or a drop) and never raises. A
-    transport may also have ``abort(reason)``, to interrupt a send in progress."""
+    transport may also have ``abort(reason)``, to interrupt a send in progress, and
+    ``encode(events)``, to serialise each trace's events as soon as they are mapped (what it
+    returns is what ``send`` is then given)."""
 
-    def send(self, events: list[Event], deadline: float) -> bool:
+    def send(self, events: list[Any], deadline: float) -> bool:
         """Deliver ``events`` before ``deadline`` (``time.monotonic()``); True if all went out."""
         ...
 
@@ -94,8 +96,10 @@ class _Flush:
 MAX_BATCH_EVENTS = 500
 #: Most estimated content one batch takes (the transport's requests are at most 5 MiB of JSON).
 BATCH_BYTES = 4 * 1024 * 1024
-#: Batches holding more content than this are encoded with the lean encoder (jsonenc.lean).
-LEAN_BATCH_BYTES = 1024 * 1024
+#: A record holding more content than this is encoded with the lean encoder (jsonenc.lean):
+#: orjson's transient grows with the longest string, about eight times its length, not with
+#: the batch (for many small events it is about twice the output).
+LEAN_ITEM_BYTES = 256 * 1024
 #: The estimate for an item that cannot tell its size.
 DEFAULT_ITEM_BYTES = 1024
 
@@ -459,23 +463,30 @@ class BatchExporter:
         """Render and send ``entries``; every event ends up sent or counted as dropped."""
         held = sum(entry[1] for entry in entries)
         held_bytes = sum(entry[2] for entry in entries)
-        events: list[Event] = []
+        events: list[Any] = []
         sent_upto = 0  # events[:sent_upto] are accounted for by the transport
         failed = False
-        # Batches of large content are encoded with the lean encoder (see jsonenc.lean).
-        encoding = lean() if held_bytes > LEAN_BATCH_BYTES else contextlib.nullcontext()
+        encode = getattr(self._transport, "encode", None)
+        large = any(entry[2] > LEAN_ITEM_BYTES for entry in entries)
         try:
-            with encoding:
-                for item, n, _ in entries:
-                    try:
-                        rendered = self._render(item)
-                    except Exception as exc:  # the core promises render never raises
-                        self._stats.dropped("invalid", n, f"render failed: {type(exc).__name__}")
-                        continue
-                    events.extend(rendered)
-                # The records are no longer needed: let their content go while the events go.
-                entries.clear()
-                step = self._max_batch
+            for item, n, nbytes in entries:
+                try:
+                    rendered: list[Any] = self._render(item)
+                    if encode is not None:
+                        # Each trace's events as JSON at once, so that only bytes wait for the
+                        # round trip (see http.Encoded); large content without orjson's buffer.
+                        with lean() if nbytes > LEAN_ITEM_BYTES else contextlib.nullcontext():
+                            rendered = encode(rendered)
+                except Exception as exc:  # the core promises render never raises
+                    self._stats.dropped("invalid", n, f"render failed: {type(exc).__name__}")
+                    continue
+                events.extend(rendered)
+            # The records are no longer needed: let their content go while the events go.
+            entries.clear()
+            step = self._max_batch
+            # A transport that encodes as it sends does so for large content without orjson's
+            # buffer too.
+            with lean() if encode is None and large else contextlib.nullcontext():
                 for start in range(0, len(events), step):
                     batch = events[start : start + step]
                     until = deadline
