@@ -11,7 +11,7 @@ Wire behaviour (see ``research/posthog.md`` section 2):
   because the server corrects clock skew with it. A batch of dicts is serialised with one encoder
   call; the background exporter hands over events it had :meth:`~HttpTransport.encode` serialise
   as each trace was mapped (see :data:`Encoded`). A retry only re-stamps ``sent_at`` (and gzips
-  the body again: see :class:`_Body`).
+  the body again: see :class:`.wire.Body`).
 - gzip with ``Content-Encoding: gzip`` when ``settings.gzip``, at level 2: on ~1 KB LLM events
   it shrinks bodies about 4x for ~9 us per event on a small VM, where level 6 gets 5x for ~34 us
   (measured with ``bench/bench_export.py``'s events); CPU on the web host is dearer than bytes.
@@ -46,7 +46,6 @@ log). The user info of a host URL (``https://user:password@host``) is never show
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import email.utils
 import http.client
@@ -61,15 +60,27 @@ import time
 import urllib.parse
 import urllib.request
 import weakref
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 
 from .. import jsonenc
 from ..settings import Settings, safe_url
 from ..stats import Stats
 from .base import Event
+from .wire import (
+    MAX_BODY_BYTES,
+    Body,
+    Chunk,
+    Encoded,
+    Outgoing,
+    PlainConnection,
+    TLSConnection,
+    chunks,
+    proxy_for,
+    to_json,
+    user_agent,
+)
 
 __all__ = [
     "AI_EVENTS",
@@ -91,13 +102,10 @@ AI_PATH = "/i/v0/ai/batch/"
 AI_EVENTS = frozenset(
     {"$ai_generation", "$ai_embedding", "$ai_span", "$ai_trace", "$ai_metric", "$ai_feedback"}
 )
-#: Largest request body we build, in bytes of JSON (before gzip).
-MAX_BODY_BYTES = 5 * 1024 * 1024
 #: The AI lane's per-event ceiling (``ai_max_event_bytes``), less room for the envelope.
 AI_MAX_EVENT_BYTES = 8 * 1024 * 1024 - 64 * 1024
 MAX_BACKOFF = 30.0
 SNIPPET_CHARS = 300  # of an error body, in the drop log
-GZIP_LEVEL = 2
 
 _RETRYABLE_STATUS = frozenset({408, 429})
 # Errors that mean a kept-alive connection was closed by the server while idle: the request never
@@ -108,34 +116,11 @@ _STALE_CONNECTION_ERRORS = (
     ConnectionAbortedError,
     BrokenPipeError,
 )
-# Compact UTF-8 JSON (orjson when installed, the same bytes as the standard library's): see
-# jsonenc. Raises TypeError, ValueError or RecursionError for what is not JSON.
-_encode = jsonenc.dumps
-
-#: An event already serialised: ``(event name, its JSON)``. The background exporter encodes each
-#: trace's events as soon as they are mapped and holds only these through the round trip: a tuple
-#: of a string and bytes is one small object the garbage collector stops tracking, where the
-#: mapped dicts are a dozen tracked containers per event that a queue of thousands would promote
-#: to the oldest generation (rescanned by every full collection). The dict is rebuilt only for
-#: the rare event that must be shrunk.
-Encoded = tuple[str, bytes]
-#: What :meth:`HttpTransport.send` takes: events as dicts, encoded, or both.
-Outgoing = Event | Encoded
 
 
 # Hosts whose AI lane answered 404: they get /batch/ for the rest of the process.
 _AI_LANE_MISSING: set[str] = set()
 _AI_LANE_LOCK = threading.Lock()
-
-
-def user_agent() -> str:
-    """``posthog-llm-trace/<version>``, the User-Agent of every request."""
-    try:
-        from importlib.metadata import version
-
-        return f"posthog-llm-trace/{version('posthog-llm-trace')}"
-    except Exception:  # not installed (running from a checkout)
-        return "posthog-llm-trace/0"
 
 
 def retry_budget(settings: Settings) -> float:
@@ -144,10 +129,6 @@ def retry_budget(settings: Settings) -> float:
     retries = settings.max_retries
     backoff = sum(min(2.0**n, MAX_BACKOFF) * 1.25 for n in range(retries))
     return backoff + (retries + 1) * settings.timeout
-
-
-def _utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float:
@@ -237,7 +218,7 @@ class HttpTransport:
         # A self-hosted PostHog may sit under a path prefix (https://example.com/posthog).
         self._prefix = parts.path.rstrip("/")
         self._host_key = f"{self._scheme}://{self._hostname}:{self._port}{self._prefix}"
-        self._proxy = _proxy_for(self._scheme, self._hostname)
+        self._proxy = proxy_for(self._scheme, self._hostname)
         self._ssl_context: ssl.SSLContext | None = None
 
         self._init_state()
@@ -283,7 +264,7 @@ class HttpTransport:
         out: list[Outgoing] = []
         for event in events:
             try:
-                out.append((str(event.get("event")), _encode(event)))
+                out.append((str(event.get("event")), to_json(event)))
             except (TypeError, ValueError, RecursionError):
                 out.append(event)
         return out
@@ -345,16 +326,16 @@ class HttpTransport:
             parts = [e[1] for e in events]  # type: ignore[index]
             size = sum(map(len, parts)) + len(parts) + 1
             if size <= MAX_BODY_BYTES and max(map(len, parts)) <= limit:
-                return self._deliver(_Chunk(events, parts), ai, deadline, tally)
+                return self._deliver(Chunk(events, parts), ai, deadline, tally)
         elif not any(type(e) is tuple for e in events):
             # Dicts: one encoder call for the whole batch (much cheaper than one per event).
             # When the whole batch is within the per-event limit, so is every event in it.
             try:
-                array: bytes | None = _encode(events)
+                array: bytes | None = to_json(events)
             except (TypeError, ValueError, RecursionError):
                 array = None
             if array is not None and len(array) <= min(limit, MAX_BODY_BYTES):
-                return self._deliver(_Chunk(events, None, array), ai, deadline, tally)
+                return self._deliver(Chunk(events, None, array), ai, deadline, tally)
 
         # Otherwise event by event: isolate what cannot be serialised, shrink what is too large
         # for the server (it would refuse the whole request), and split into request-sized chunks.
@@ -362,7 +343,7 @@ class HttpTransport:
         ok = True
         for event in events:
             try:
-                encoded = event[1] if type(event) is tuple else _encode(event)
+                encoded = event[1] if type(event) is tuple else to_json(event)
             except (TypeError, ValueError, RecursionError) as exc:
                 self._drop("invalid", tally, 1, f"not JSON-serialisable: {type(exc).__name__}")
                 ok = False
@@ -375,8 +356,8 @@ class HttpTransport:
                     continue
                 encoded = smaller
             fitting.append((event, encoded))
-        for pairs in _chunks(fitting):
-            chunk = _Chunk([e for e, _ in pairs], [encoded for _, encoded in pairs])
+        for pairs in chunks(fitting):
+            chunk = Chunk([e for e, _ in pairs], [encoded for _, encoded in pairs])
             ok = self._deliver(chunk, ai, deadline, tally) and ok
         return ok
 
@@ -391,7 +372,7 @@ class HttpTransport:
             smaller = self._shrink(event, budget)  # type: ignore[arg-type]
             if smaller is None:
                 return None
-            encoded = _encode(smaller)
+            encoded = to_json(smaller)
         except Exception as exc:
             logger.error("posthog-llm-trace shrink failed: %s", type(exc).__name__)
             return None
@@ -399,7 +380,7 @@ class HttpTransport:
 
     def _deliver(
         self,
-        chunk: _Chunk,
+        chunk: Chunk,
         ai: bool,
         deadline: float,
         tally: _Tally,
@@ -407,7 +388,7 @@ class HttpTransport:
     ) -> bool:
         """Send one chunk with retries; split it on 413."""
         n = len(chunk.events)
-        body = _Body(chunk.array, self._key_json, self._settings.gzip)
+        body = Body(chunk.array, self._key_json, self._settings.gzip)
         attempt = 0
         reconnected = False
         while True:
@@ -466,7 +447,7 @@ class HttpTransport:
 
     def _too_large(
         self,
-        chunk: _Chunk,
+        chunk: Chunk,
         ai: bool,
         deadline: float,
         tally: _Tally,
@@ -482,7 +463,7 @@ class HttpTransport:
         if not shrunk:
             smaller = self._shrunk(event, len(encoded) // 2)
             if smaller is not None:
-                return self._deliver(_Chunk([event], [smaller]), ai, deadline, tally, shrunk=True)
+                return self._deliver(Chunk([event], [smaller]), ai, deadline, tally, shrunk=True)
         self._drop("too_large", tally, 1, f"server refused an event of {len(encoded)} bytes")
         return False
 
@@ -600,140 +581,18 @@ class HttpTransport:
             if context is None:
                 context = self._ssl_context = ssl.create_default_context()
             if proxy is None:
-                return _HTTPSConnection(
-                    self._hostname, self._port, timeout=timeout, context=context
-                )
-            conn = _HTTPSConnection(proxy.host, proxy.port, timeout=timeout, context=context)
+                return TLSConnection(self._hostname, self._port, timeout=timeout, context=context)
+            conn = TLSConnection(proxy.host, proxy.port, timeout=timeout, context=context)
             headers = {"Proxy-Authorization": proxy.auth} if proxy.auth else None
             conn.set_tunnel(self._hostname, self._port, headers=headers)
             return conn
         if proxy is None:
-            return _HTTPConnection(self._hostname, self._port, timeout=timeout)
-        return _HTTPConnection(proxy.host, proxy.port, timeout=timeout)
+            return PlainConnection(self._hostname, self._port, timeout=timeout)
+        return PlainConnection(proxy.host, proxy.port, timeout=timeout)
 
     def _after_fork_in_child(self) -> None:
         # The parent's sockets are the parent's: never write to them (nor shut them down) here.
         self._init_state()
-
-
-def _no_delay(sock: socket.socket | None) -> None:
-    # http.client writes the headers and the body with two send() calls: with Nagle's algorithm
-    # the body's last segment can wait for the server's delayed ACK of the headers (up to 40 ms).
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-class _HTTPConnection(http.client.HTTPConnection):
-    def connect(self) -> None:
-        super().connect()
-        _no_delay(self.sock)
-
-
-class _HTTPSConnection(http.client.HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _no_delay(self.sock)
-
-
-class _Chunk:
-    """Events that travel in one request, with their JSON: the whole array, and (computed only
-    when a 413 makes us split) each event's own."""
-
-    __slots__ = ("_encoded", "array", "events")
-
-    def __init__(
-        self,
-        events: list[Outgoing],
-        encoded: list[bytes] | None = None,
-        array: bytes | None = None,
-    ) -> None:
-        self.events = events
-        self._encoded = encoded
-        if array is None:
-            array = b"[" + b",".join(self.encoded()) + b"]"
-        self.array = array
-
-    def encoded(self) -> list[bytes]:
-        if self._encoded is None:
-            # They were serialised together already, so each one serialises.
-            self._encoded = [_encode(event) for event in self.events]
-        return self._encoded
-
-    def halves(self) -> tuple[_Chunk, _Chunk]:
-        encoded, half = self.encoded(), len(self.events) // 2
-        return (
-            _Chunk(self.events[:half], encoded[:half]),
-            _Chunk(self.events[half:], encoded[half:]),
-        )
-
-
-class _Body:
-    """A request body built once per chunk; each attempt only re-stamps ``sent_at``.
-
-    Each attempt gzips the whole body afresh. Compressing the part before ``sent_at`` once and
-    copying the compressor for every attempt looks cheaper but is not: :meth:`zlib.Compress.copy`
-    duplicates ~256 KiB of deflate state, which cost more than compressing a 20-event batch twice
-    (``bench/bench_export.py``). Retries are rare; first attempts are every request."""
-
-    __slots__ = ("_gzip", "_prefix")
-
-    def __init__(self, array: bytes, key_json: str, gzip: bool) -> None:
-        self._prefix = b"".join(
-            (b'{"api_key":', key_json.encode(), b',"batch":', array, b',"sent_at":"')
-        )
-        self._gzip = gzip
-
-    def render(self) -> bytes:
-        body = self._prefix + (_utc_now_iso() + '"}').encode()
-        if not self._gzip:
-            return body
-        return zlib.compress(body, GZIP_LEVEL, 31)
-
-
-def _chunks(pairs: list[tuple[Outgoing, bytes]]) -> list[list[tuple[Outgoing, bytes]]]:
-    """Split into request-sized chunks: at most ``MAX_BODY_BYTES`` of JSON each (a single larger
-    event, possible on the AI lane, travels alone)."""
-    chunks: list[list[tuple[Outgoing, bytes]]] = []
-    current: list[tuple[Outgoing, bytes]] = []
-    size = 256  # the envelope: api_key, sent_at, brackets
-    for pair in pairs:
-        n = len(pair[1]) + 1
-        if current and size + n > MAX_BODY_BYTES:
-            chunks.append(current)
-            current, size = [], 256
-        current.append(pair)
-        size += n
-    if current:
-        chunks.append(current)
-    return chunks
-
-
-@dataclass(frozen=True)
-class _Proxy:
-    host: str
-    port: int
-    auth: str | None
-
-
-def _proxy_for(scheme: str, hostname: str) -> _Proxy | None:
-    """The proxy from the environment for ``scheme://hostname``, as ``requests`` would pick it;
-    loopback is never proxied."""
-    if hostname in ("127.0.0.1", "localhost", "::1"):
-        return None
-    proxies = urllib.request.getproxies_environment()
-    url = proxies.get(scheme)
-    if not url or urllib.request.proxy_bypass(hostname):
-        return None
-    parts = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
-    if not parts.hostname:
-        return None
-    auth = None
-    if parts.username:
-        user = urllib.parse.unquote(parts.username)
-        password = urllib.parse.unquote(parts.password or "")
-        auth = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-    return _Proxy(parts.hostname, parts.port or 80, auth)
 
 
 # --- fork safety: one hook for every live transport, each held weakly.
