@@ -42,6 +42,7 @@ from ..stats import Stats
 from .base import Event, Render
 from .http import HttpTransport
 from .thread import BatchExporter, Transport
+from .wire import pack
 
 __all__ = [
     "BROKER_RETRY_AFTER",
@@ -101,24 +102,14 @@ def in_worker() -> bool:
 def _message_chunks(events: Sequence[Event]) -> tuple[list[list[Event]], list[Event]]:
     """``events`` in slices of at most ``MAX_MESSAGE_BYTES`` of JSON (a larger event alone),
     and the events that are not JSON at all (the core never makes any; counted, not sent)."""
-    chunks: list[list[Event]] = []
+    sized: list[tuple[Event, int]] = []
     invalid: list[Event] = []
-    chunk: list[Event] = []
-    size = 0
     for event in events:
         try:
-            n = len(_ENCODER.encode(event)) + 1
+            sized.append((event, len(_ENCODER.encode(event))))
         except (TypeError, ValueError, RecursionError):
             invalid.append(event)
-            continue
-        if chunk and size + n > MAX_MESSAGE_BYTES:
-            chunks.append(chunk)
-            chunk, size = [], 0
-        chunk.append(event)
-        size += n
-    if chunk:
-        chunks.append(chunk)
-    return chunks, invalid
+    return pack(sized, MAX_MESSAGE_BYTES), invalid
 
 
 class CeleryTransport:

@@ -8,10 +8,10 @@ reason of an :meth:`~HttpTransport.abort`: ``shutdown`` / ``at_exit``).
 Wire behaviour (see ``research/posthog.md`` section 2):
 
 - Body ``{"api_key", "batch", "sent_at"}``; ``sent_at`` is stamped at send time on every attempt
-  because the server corrects clock skew with it. A batch of dicts is serialised with one encoder
-  call; the background exporter hands over events it had :meth:`~HttpTransport.encode` serialise
-  as each trace was mapped (see :data:`Encoded`). A retry only re-stamps ``sent_at`` (and gzips
-  the body again: see :class:`.wire.Body`).
+  because the server corrects clock skew with it. Each event is serialised once: the background
+  exporter has :meth:`~HttpTransport.encode` do it as each trace is mapped (see :data:`Encoded`),
+  and :meth:`~HttpTransport.send` does it for events given as dicts. A retry only re-stamps
+  ``sent_at`` (and gzips the body again: see :class:`.wire.Body`).
 - gzip with ``Content-Encoding: gzip`` when ``settings.gzip``, at level 2: on ~1 KB LLM events
   it shrinks bodies about 4x for ~9 us per event on a small VM, where level 6 gets 5x for ~34 us
   (measured with ``bench/bench_export.py``'s events); CPU on the web host is dearer than bytes.
@@ -76,7 +76,7 @@ from .wire import (
     Outgoing,
     PlainConnection,
     TLSConnection,
-    chunks,
+    pack,
     proxy_for,
     to_json,
     user_agent,
@@ -121,6 +121,19 @@ _STALE_CONNECTION_ERRORS = (
 # Hosts whose AI lane answered 404: they get /batch/ for the rest of the process.
 _AI_LANE_MISSING: set[str] = set()
 _AI_LANE_LOCK = threading.Lock()
+
+
+def _encoded(events: Sequence[Outgoing]) -> list[Outgoing]:
+    out: list[Outgoing] = []
+    for event in events:
+        if isinstance(event, tuple):
+            out.append(event)
+            continue
+        try:
+            out.append((str(event.get("event")), to_json(event)))
+        except (TypeError, ValueError, RecursionError):
+            out.append(event)
+    return out
 
 
 def retry_budget(settings: Settings) -> float:
@@ -249,7 +262,7 @@ class HttpTransport:
         try:
             if self._stop.is_set():
                 raise _Aborted
-            return self._send(events, deadline, tally)
+            return self._send(_encoded(events), deadline, tally)
         except _Aborted:
             self._drop(self._abort_reason, tally, tally.left, "")
             return False
@@ -258,16 +271,10 @@ class HttpTransport:
             self._drop("invalid", tally, tally.left, f"internal error {type(exc).__name__}")
             return False
 
-    def encode(self, events: list[Event]) -> list[Outgoing]:
-        """``events`` serialised one by one for a later :meth:`send`, the same bytes as a batch
-        of dicts would be. What cannot be serialised stays a dict, for :meth:`send` to count."""
-        out: list[Outgoing] = []
-        for event in events:
-            try:
-                out.append((str(event.get("event")), to_json(event)))
-            except (TypeError, ValueError, RecursionError):
-                out.append(event)
-        return out
+    def encode(self, events: Sequence[Outgoing]) -> list[Outgoing]:
+        """``events`` serialised one by one for a later :meth:`send` (those already encoded are
+        kept). What cannot be serialised stays a dict, for :meth:`send` to count."""
+        return _encoded(events)
 
     def abort(self, reason: str = "shutdown") -> None:
         """Stop sending now: cut any backoff short, interrupt requests in flight, and count the
@@ -321,29 +328,21 @@ class HttpTransport:
 
     def _send_lane(self, events: list[Outgoing], ai: bool, deadline: float, tally: _Tally) -> bool:
         limit = max(self._settings.max_event_bytes, AI_MAX_EVENT_BYTES if ai else 0)
-        if events and all(type(e) is tuple for e in events):
-            # Encoded by the exporter already: the common case when they all fit.
+        if events and all(isinstance(e, tuple) for e in events):
+            # The common case: every event encoded, and all of them fit one request.
             parts = [e[1] for e in events]  # type: ignore[index]
-            size = sum(map(len, parts)) + len(parts) + 1
-            if size <= MAX_BODY_BYTES and max(map(len, parts)) <= limit:
+            fits = max(map(len, parts)) <= limit
+            if fits and sum(map(len, parts)) + len(parts) + 1 <= MAX_BODY_BYTES:
                 return self._deliver(Chunk(events, parts), ai, deadline, tally)
-        elif not any(type(e) is tuple for e in events):
-            # Dicts: one encoder call for the whole batch (much cheaper than one per event).
-            # When the whole batch is within the per-event limit, so is every event in it.
-            try:
-                array: bytes | None = to_json(events)
-            except (TypeError, ValueError, RecursionError):
-                array = None
-            if array is not None and len(array) <= min(limit, MAX_BODY_BYTES):
-                return self._deliver(Chunk(events, None, array), ai, deadline, tally)
 
-        # Otherwise event by event: isolate what cannot be serialised, shrink what is too large
+        # Otherwise event by event: count what cannot be serialised, shrink what is too large
         # for the server (it would refuse the whole request), and split into request-sized chunks.
         fitting: list[tuple[Outgoing, bytes]] = []
         ok = True
         for event in events:
             try:
-                encoded = event[1] if type(event) is tuple else to_json(event)
+                # A dict here is one encode() could not serialise: this names the error.
+                encoded = event[1] if isinstance(event, tuple) else to_json(event)
             except (TypeError, ValueError, RecursionError) as exc:
                 self._drop("invalid", tally, 1, f"not JSON-serialisable: {type(exc).__name__}")
                 ok = False
@@ -356,7 +355,7 @@ class HttpTransport:
                     continue
                 encoded = smaller
             fitting.append((event, encoded))
-        for pairs in chunks(fitting):
+        for pairs in pack(((pair, len(pair[1])) for pair in fitting), MAX_BODY_BYTES, 256):
             chunk = Chunk([e for e, _ in pairs], [encoded for _, encoded in pairs])
             ok = self._deliver(chunk, ai, deadline, tally) and ok
         return ok
@@ -366,10 +365,9 @@ class HttpTransport:
         if self._shrink is None:
             return None
         try:
-            if type(event) is tuple:
-                # Decoded with its floats as they were written, so that they encode alike.
-                event = jsonenc.canonical(json.loads(event[1]))
-            smaller = self._shrink(event, budget)  # type: ignore[arg-type]
+            # Decoded with its floats as they were written, so that they encode alike.
+            decoded = jsonenc.canonical(json.loads(event[1])) if isinstance(event, tuple) else event
+            smaller = self._shrink(decoded, budget)
             if smaller is None:
                 return None
             encoded = to_json(smaller)
@@ -459,7 +457,7 @@ class HttpTransport:
             first_ok = self._deliver(first, ai, deadline, tally)
             second_ok = self._deliver(second, ai, deadline, tally)
             return first_ok and second_ok
-        event, encoded = chunk.events[0], chunk.encoded()[0]
+        event, encoded = chunk.events[0], chunk.encoded[0]
         if not shrunk:
             smaller = self._shrunk(event, len(encoded) // 2)
             if smaller is not None:

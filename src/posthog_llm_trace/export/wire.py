@@ -13,8 +13,10 @@ import socket
 import urllib.parse
 import urllib.request
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from .. import jsonenc
 from .base import Event
@@ -29,11 +31,13 @@ __all__ = [
     "PlainConnection",
     "Proxy",
     "TLSConnection",
-    "chunks",
+    "pack",
     "proxy_for",
     "to_json",
     "user_agent",
 ]
+
+T = TypeVar("T")
 
 #: Largest request body we build, in bytes of JSON (before gzip).
 MAX_BODY_BYTES = 5 * 1024 * 1024
@@ -89,31 +93,17 @@ class TLSConnection(http.client.HTTPSConnection):
 
 
 class Chunk:
-    """Events that travel in one request, with their JSON: the whole array, and (computed only
-    when a 413 makes us split) each event's own."""
+    """Events that travel in one request, with each one's JSON and the whole array."""
 
-    __slots__ = ("_encoded", "array", "events")
+    __slots__ = ("array", "encoded", "events")
 
-    def __init__(
-        self,
-        events: list[Outgoing],
-        encoded: list[bytes] | None = None,
-        array: bytes | None = None,
-    ) -> None:
+    def __init__(self, events: list[Outgoing], encoded: list[bytes]) -> None:
         self.events = events
-        self._encoded = encoded
-        if array is None:
-            array = b"[" + b",".join(self.encoded()) + b"]"
-        self.array = array
-
-    def encoded(self) -> list[bytes]:
-        if self._encoded is None:
-            # They were serialised together already, so each one serialises.
-            self._encoded = [to_json(event) for event in self.events]
-        return self._encoded
+        self.encoded = encoded
+        self.array = b"[" + b",".join(encoded) + b"]"
 
     def halves(self) -> tuple[Chunk, Chunk]:
-        encoded, half = self.encoded(), len(self.events) // 2
+        encoded, half = self.encoded, len(self.events) // 2
         return (
             Chunk(self.events[:half], encoded[:half]),
             Chunk(self.events[half:], encoded[half:]),
@@ -143,22 +133,22 @@ class Body:
         return zlib.compress(body, GZIP_LEVEL, 31)
 
 
-def chunks(pairs: list[tuple[Outgoing, bytes]]) -> list[list[tuple[Outgoing, bytes]]]:
-    """Split into request-sized chunks: at most ``MAX_BODY_BYTES`` of JSON each (a single larger
-    event, possible on the AI lane, travels alone)."""
-    chunks: list[list[tuple[Outgoing, bytes]]] = []
-    current: list[tuple[Outgoing, bytes]] = []
-    size = 256  # the envelope: api_key, sent_at, brackets
-    for pair in pairs:
-        n = len(pair[1]) + 1
-        if current and size + n > MAX_BODY_BYTES:
-            chunks.append(current)
-            current, size = [], 256
-        current.append(pair)
-        size += n
+def pack(sized: Iterable[tuple[T, int]], limit: int, envelope: int = 0) -> list[list[T]]:
+    """Items, given with their size in bytes of JSON, in runs that fit ``limit`` as one array
+    (a comma each, and ``envelope`` bytes around it); an item too large for that travels alone.
+    Request bodies here, Celery messages in :mod:`.celery`."""
+    runs: list[list[T]] = []
+    current: list[T] = []
+    size = envelope
+    for item, n in sized:
+        if current and size + n + 1 > limit:
+            runs.append(current)
+            current, size = [], envelope
+        current.append(item)
+        size += n + 1
     if current:
-        chunks.append(current)
-    return chunks
+        runs.append(current)
+    return runs
 
 
 @dataclass(frozen=True)
